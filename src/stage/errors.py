@@ -1,0 +1,29 @@
+"""User-facing error types.
+
+Every mistake a user can make (a bad file, a bad checkpoint, a bad option) raises a `StageError`
+with a one-line message. Entry points (CLI, studio) print the message and exit with code 2; they
+never show a traceback for these. Programming errors stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+
+class StageError(ValueError):
+    """A user mistake with a one-line explanation. Subclasses ValueError so library callers can
+    catch it the usual way."""
+
+
+class AudioError(StageError):
+    """Unreadable, empty, silent, corrupt or otherwise unusable audio."""
+
+
+class CheckpointError(StageError):
+    """A checkpoint that is missing, of an unknown format, or whose tensors do not match."""
+
+
+class ConfigError(StageError):
+    """A configuration value or key that is invalid."""
+
+
+class OfflineError(StageError):
+    """Weights that must be downloaded but cannot be (no network, or not cached)."""

@@ -1,0 +1,1 @@
+"""The model: StageLM (decoder + context token), configs and presets, checkpoint import/export."""

@@ -1,0 +1,263 @@
+"""Typed, frozen, validated model configuration, saved inside every stage checkpoint.
+
+A `StageConfig` names everything needed to rebuild a model with no other file:
+- `lm`: the decoder's shape and its token layout (`LMConfig`);
+- `codec`: where the EnCodec weights come from (`CodecConfig`);
+- `text`: where the T5 encoder and tokenizer come from (`TextConfig`).
+
+Presets follow the public MusicGen configs (audiocraft `config/model/lm/model_scale`, and the HF
+`facebook/musicgen-*` decoder configs): small 1024x24 (16 heads), medium 1536x48 (24 heads),
+large 2048x48 (32 heads), all with FFN width 4 x dim, 4 codebooks of 2048 codes and T5-base text.
+`tiny` is a seeded random model for tests, CI and UI smoke runs; it needs no downloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from stage.errors import ConfigError
+
+LAYOUTS = ("stage", "musicgen")
+
+# Hub ids of the frozen parts every released MusicGen/STAGE model uses.
+ENCODEC_32KHZ = "facebook/encodec_32khz"
+T5_BASE = "google-t5/t5-base"
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Shape and token layout of the MusicGen decoder (`StageLM`).
+
+    layout:
+      - "stage": STAGE_METHOD.md §2.3/§3. The pad row (id = codebook_size) is a zero, frozen
+        embedding (`padding_idx`); conditioning pads are masked out of attention; positions restart
+        at the first attended step; the context id (codebook_size + 1) is a trained row.
+      - "musicgen": plain MusicGen. The pad id doubles as the learned BOS/"special" token, nothing
+        is masked, positions start at 0. A base MusicGen checkpoint reproduces MusicGen exactly.
+    """
+
+    dim: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    ffn_dim: int = 4096
+    num_codebooks: int = 4
+    codebook_size: int = 2048
+    delays: tuple[int, ...] = ()  # empty means MusicGen's (0, 1, ..., K-1)
+    layout: str = "stage"
+    norm_eps: float = 1e-5
+    dropout: float = 0.0  # residual dropout in training; the authors use none (§2.3)
+
+    def __post_init__(self) -> None:
+        if not self.delays:
+            object.__setattr__(self, "delays", tuple(range(self.num_codebooks)))
+        else:
+            object.__setattr__(self, "delays", tuple(int(d) for d in self.delays))
+        self.validate()
+
+    # Ids, derived so they can never disagree with the vocabulary.
+    @property
+    def pad_id(self) -> int:
+        return self.codebook_size
+
+    @property
+    def context_id(self) -> int:
+        return self.codebook_size + 1
+
+    @property
+    def input_vocab(self) -> int:
+        """Rows of each input embedding table: the codes, the pad id and the context id."""
+        return self.codebook_size + 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        for name in ("dim", "num_layers", "num_heads", "ffn_dim", "num_codebooks", "codebook_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"lm.{name} must be a positive integer, got {value!r}")
+        if self.dim % self.num_heads:
+            raise ConfigError(f"lm.dim ({self.dim}) must be divisible by lm.num_heads ({self.num_heads})")
+        if self.head_dim % 2:
+            raise ConfigError(f"lm.dim / lm.num_heads must be even, got {self.head_dim}")
+        if self.dim % 2:
+            raise ConfigError(f"lm.dim must be even (sinusoidal positions), got {self.dim}")
+        if len(self.delays) != self.num_codebooks:
+            raise ConfigError(f"lm.delays has {len(self.delays)} entries for {self.num_codebooks} codebooks")
+        if any(d < 0 for d in self.delays) or self.delays[0] != 0:
+            raise ConfigError(f"lm.delays must be non-negative and start at 0, got {list(self.delays)}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"lm.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lm.dropout must be in [0, 1), got {self.dropout}")
+        if not self.norm_eps > 0:
+            raise ConfigError(f"lm.norm_eps must be > 0, got {self.norm_eps}")
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Where the frozen EnCodec comes from and what it produces.
+
+    source: "tiny" (seeded random, for tests), a hub id, or a directory written by
+    `EncodecModel.save_pretrained`. A relative directory is resolved against the checkpoint.
+    """
+
+    source: str = ENCODEC_32KHZ
+    sample_rate: int = 32_000
+    frame_rate: int = 50
+    num_codebooks: int = 4
+    codebook_size: int = 2048
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def hop_length(self) -> int:
+        return self.sample_rate // self.frame_rate
+
+    def validate(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise ConfigError(f"codec.source must be a non-empty string, got {self.source!r}")
+        for name in ("sample_rate", "frame_rate", "num_codebooks", "codebook_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"codec.{name} must be a positive integer, got {value!r}")
+        if self.sample_rate % self.frame_rate:
+            raise ConfigError(
+                f"codec.sample_rate ({self.sample_rate}) must be a multiple of codec.frame_rate ({self.frame_rate})"
+            )
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Where the frozen T5 encoder and its tokenizer come from.
+
+    source / tokenizer: "tiny", a hub id, or a directory (`T5EncoderModel.save_pretrained` and
+    `tokenizer.save_pretrained`). `tokenizer` defaults to `source`. `dim` is T5's width (768 for
+    t5-base); the trained projection to the LM width belongs to the model, not to T5.
+    """
+
+    source: str = T5_BASE
+    tokenizer: str = ""
+    dim: int = 768
+    max_tokens: int = 512  # prompts longer than this are refused, not silently cut
+
+    def __post_init__(self) -> None:
+        if not self.tokenizer:
+            object.__setattr__(self, "tokenizer", self.source)
+        self.validate()
+
+    def validate(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise ConfigError(f"text.source must be a non-empty string, got {self.source!r}")
+        if not isinstance(self.dim, int) or self.dim < 1:
+            raise ConfigError(f"text.dim must be a positive integer, got {self.dim!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ConfigError(f"text.max_tokens must be a positive integer, got {self.max_tokens!r}")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Everything needed to rebuild a `StageModel`: decoder, codec and text sources.
+
+    stem: the instrument the model generates ("drums", "bass", ...) or None for a base MusicGen.
+    """
+
+    lm: LMConfig = field(default_factory=LMConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    name: str = "custom"
+    stem: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        self.lm.validate()
+        self.codec.validate()
+        self.text.validate()
+        if self.lm.num_codebooks != self.codec.num_codebooks:
+            raise ConfigError(
+                f"lm.num_codebooks ({self.lm.num_codebooks}) != codec.num_codebooks ({self.codec.num_codebooks})"
+            )
+        if self.lm.codebook_size != self.codec.codebook_size:
+            raise ConfigError(
+                f"lm.codebook_size ({self.lm.codebook_size}) != codec.codebook_size ({self.codec.codebook_size})"
+            )
+
+    def replace(self, **changes: Any) -> "StageConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["lm"]["delays"] = list(self.lm.delays)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StageConfig":
+        """Build from a dict (e.g. a checkpoint's JSON). Unknown keys are refused by name."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+        sections = {"lm": LMConfig, "codec": CodecConfig, "text": TextConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in sections:
+                kwargs[key] = _build(sections[key], value, key)
+            elif key in ("name", "stem"):
+                kwargs[key] = value
+            else:
+                raise ConfigError(f"unknown config key {key!r}")
+        return cls(**kwargs)
+
+
+def _build(kind: type, value: Any, prefix: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config section {prefix!r} must be a mapping, got {type(value).__name__}")
+    names = {f.name for f in dataclasses.fields(kind)}
+    for key in value:
+        if key not in names:
+            raise ConfigError(f"unknown config key {prefix}.{key!r}")
+    value = dict(value)
+    if "delays" in value:
+        value["delays"] = tuple(value["delays"])
+    try:
+        return kind(**value)
+    except TypeError as err:  # wrong value types that dataclass construction itself rejects
+        raise ConfigError(f"bad config section {prefix!r}: {err}") from None
+
+
+def _musicgen(dim: int, layers: int, heads: int, name: str) -> StageConfig:
+    return StageConfig(
+        lm=LMConfig(dim=dim, num_layers=layers, num_heads=heads, ffn_dim=4 * dim, layout="musicgen"),
+        codec=CodecConfig(source=ENCODEC_32KHZ),
+        text=TextConfig(source=T5_BASE),
+        name=name,
+    )
+
+
+TINY_TEXT_DIM = 32
+
+PRESETS: dict[str, StageConfig] = {
+    "musicgen-small": _musicgen(1024, 24, 16, "musicgen-small"),
+    "musicgen-medium": _musicgen(1536, 48, 24, "musicgen-medium"),
+    "musicgen-large": _musicgen(2048, 48, 32, "musicgen-large"),
+    # Tiny: real architecture, tiny widths. 2048 codes so the special ids equal the real ones.
+    "tiny": StageConfig(
+        lm=LMConfig(dim=64, num_layers=2, num_heads=4, ffn_dim=128, layout="stage"),
+        codec=CodecConfig(source="tiny"),
+        text=TextConfig(source="tiny", dim=TINY_TEXT_DIM),
+        name="tiny",
+    ),
+}
+
+
+def preset(name: str) -> StageConfig:
+    """Return a preset config by name (musicgen-small, musicgen-medium, musicgen-large, tiny)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
