@@ -1,0 +1,254 @@
+"""StageLM: MusicGen's decoder plus STAGE's context token, written for training and for caching.
+
+Architecture (STAGE_METHOD.md §2.3; identical maths to audiocraft and HF MusicGen):
+- input: the sum over the K codebooks of one embedding table each, with `codebook_size + 2` rows
+  (codes, pad id, context id), plus absolute sinusoidal positions (cos first; frequency
+  10000^(-i/(half-1)));
+- `num_layers` pre-LayerNorm blocks: causal self-attention -> cross-attention to the projected
+  T5 states -> GELU feed-forward, each `x + f(LayerNorm(x))`; no biases except the LayerNorms;
+- a final LayerNorm and K linear heads over the `codebook_size` audio codes (the special ids can
+  never be predicted).
+
+STAGE additions (layout "stage"): the pad row is zero and receives no gradient (`padding_idx`);
+callers pass `attended` [B, S] to mask conditioning pads (a key-padding mask on top of the causal
+mask) and per-sample `positions` that restart at the first attended step (tokens/layout.py).
+
+`forward` is the training path (full sequence). The `Generator` uses `embed`, `cross_kv`,
+`blocks` and `logits` with a static `KVCache`; the maths is the same code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stage.model.config import LMConfig
+from stage.text import TextCondition
+
+
+def sinusoidal_embedding(positions: Tensor, dim: int) -> Tensor:
+    """[..., S] integer positions -> [..., S, dim] float32, [cos | sin] halves.
+
+    As audiocraft's `create_sin_embedding` and HF's `MusicgenSinusoidalPositionalEmbedding`:
+    phase_i = pos / 10000^(i / (half - 1)), i = 0..half-1.
+    """
+    half = dim // 2
+    scale = math.log(10000.0) / (half - 1)
+    freqs = torch.exp(torch.arange(half, device=positions.device, dtype=torch.float32) * -scale)
+    angles = positions.float()[..., None] * freqs  # [..., S, half]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class KVCache:
+    """A static key/value cache for one self-attention layer: k, v of shape [B, H, S_max, Dh].
+
+    Allocated once; `update` writes new steps at `index` ([S_new] step numbers) in place, so shapes
+    never change and the decode step can be compiled or graph-captured.
+    """
+
+    def __init__(self, batch: int, heads: int, max_steps: int, head_dim: int, device=None, dtype=torch.float32):
+        shape = (batch, heads, max_steps, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+    def update(self, index: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        self.k.index_copy_(2, index, k)
+        self.v.index_copy_(2, index, v)
+        return self.k, self.v
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention with a fused, bias-free q/k/v projection."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None, cache: KVCache | None = None, index: Tensor | None = None
+    ) -> Tensor:
+        """x: [B, S, D]. mask: [B, 1, S, S_k] bool (True = may attend) or None for plain causal.
+        With a cache, the new keys go to `index` and attention runs over the whole cache (the
+        mask must then cover [B, 1, S, S_max])."""
+        B, S, D = x.shape
+        q, k, v = self.qkv(x).view(B, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # [B, H, S, Dh] each
+        if cache is not None:
+            k, v = cache.update(index, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and S > 1)
+        return self.out(y.transpose(1, 2).reshape(B, S, D))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from the decoder to the projected text states (bias-free)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def project_kv(self, states: Tensor) -> tuple[Tensor, Tensor]:
+        """states: [B, N, D] -> keys, values [B, H, N, Dh] (computed once per generation)."""
+        B, N, D = states.shape
+        k, v = self.kv(states).view(B, N, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """x: [B, S, D]; k, v: [B, H, N, Dh]; mask: [B, 1, 1, N] bool or None (all attend)."""
+        B, S, D = x.shape
+        q = self.q(x).view(B, S, self.heads, D // self.heads).transpose(1, 2)  # [B, H, S, Dh]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(B, S, D))
+
+
+class Block(nn.Module):
+    """Pre-LN decoder block: self-attention -> cross-attention -> GELU feed-forward."""
+
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        D, eps = config.dim, config.norm_eps
+        self.self_norm = nn.LayerNorm(D, eps=eps)
+        self.self_attn = SelfAttention(D, config.num_heads)
+        self.cross_norm = nn.LayerNorm(D, eps=eps)
+        self.cross_attn = CrossAttention(D, config.num_heads)
+        self.ff_norm = nn.LayerNorm(D, eps=eps)
+        self.ff_in = nn.Linear(D, config.ffn_dim, bias=False)
+        self.ff_out = nn.Linear(config.ffn_dim, D, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        self_mask: Tensor | None,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        cross_mask: Tensor | None,
+        cache: KVCache | None = None,
+        index: Tensor | None = None,
+    ) -> Tensor:
+        x = x + self.dropout(self.self_attn(self.self_norm(x), self_mask, cache, index))
+        x = x + self.dropout(self.cross_attn(self.cross_norm(x), cross_k, cross_v, cross_mask))
+        return x + self.dropout(self.ff_out(F.gelu(self.ff_in(self.ff_norm(x)))))
+
+
+def causal_mask(attended: Tensor) -> Tensor:
+    """[B, S] attended steps -> [B, 1, S, S] bool self-attention mask.
+
+    Query i may see key j <= i when key j is attended. Every query also sees itself, so a masked
+    query never has an empty row (its output is unused: no attended query ever sees it).
+    """
+    B, S = attended.shape
+    causal = torch.ones(S, S, dtype=torch.bool, device=attended.device).tril()
+    eye = torch.eye(S, dtype=torch.bool, device=attended.device)
+    return ((causal[None] & attended[:, None, :]) | eye[None])[:, None]
+
+
+def cross_inputs(cond: TextCondition | None, batch: int, dim: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Text states and cross-attention mask as the LM uses them (§2.3, L261-278).
+
+    A row whose mask is all False (null or dropped text) attends to zero vectors instead, with
+    the mask set True, so its cross-attention output is exactly zero. No condition at all means
+    one zero vector per row. Returns (states [B, N, D], mask [B, 1, 1, N] or None when all True).
+    """
+    if cond is None:
+        return like.new_zeros(batch, 1, dim), None
+    states, mask = cond.states.to(like.dtype), cond.mask
+    empty = ~mask.any(dim=1)  # [B]
+    if bool(empty.any()):
+        states = states.masked_fill(empty[:, None, None], 0.0)
+        mask = mask | empty[:, None]
+    if bool(mask.all()):
+        return states, None
+    return states, mask[:, None, None, :]
+
+
+class StageLM(nn.Module):
+    """MusicGen decoder with K codebook embeddings and heads (see module docstring)."""
+
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        self.config = config
+        pad = config.pad_id if config.layout == "stage" else None
+        self.emb = nn.ModuleList(
+            nn.Embedding(config.input_vocab, config.dim, padding_idx=pad) for _ in range(config.num_codebooks)
+        )
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        self.heads = nn.ModuleList(
+            nn.Linear(config.dim, config.codebook_size, bias=False) for _ in range(config.num_codebooks)
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Random init: N(0, 0.02) weights (HF MusicGen's `initializer_factor`), unit LayerNorms,
+        a Kaiming-normal context row (§2.3: fan_in = D, std = sqrt(2 / D)) and a zero pad row in
+        the STAGE layout."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        self.init_special_rows(context=True)
+
+    @torch.no_grad()
+    def init_special_rows(self, context: bool = True) -> None:
+        """Kaiming-normal context rows (when `context`) and, in the STAGE layout, zero pad rows."""
+        for table in self.emb:
+            if context:
+                row = torch.empty(1, self.config.dim, device=table.weight.device)
+                nn.init.kaiming_normal_(row)  # fan_in = dim (audiocraft/torch convention for [1, D])
+                table.weight[self.config.context_id] = row[0].to(table.weight.dtype)
+            if self.config.layout == "stage":
+                table.weight[self.config.pad_id] = 0.0
+
+    def embed(self, codes: Tensor, positions: Tensor) -> Tensor:
+        """codes: [B, K, S] ids; positions: [B, S] -> [B, S, D] token sum + sinusoid."""
+        x = sum(table(codes[:, k]) for k, table in enumerate(self.emb))  # [B, S, D]
+        return x + sinusoidal_embedding(positions, self.config.dim).to(x.dtype)
+
+    def cross_kv(self, cond: TextCondition | None, batch: int) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
+        """Per-layer cross-attention keys/values and the cross mask for a text condition."""
+        like = self.norm.weight
+        states, mask = cross_inputs(cond, batch, self.config.dim, like)
+        return [blk.cross_attn.project_kv(states) for blk in self.blocks], mask
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Final norm and K heads: [B, S, D] -> [B, K, S, codebook_size]."""
+        x = self.norm(x)
+        return torch.stack([head(x) for head in self.heads], dim=1)
+
+    def forward(
+        self,
+        codes: Tensor,
+        cond: TextCondition | None = None,
+        attended: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """Full-sequence forward (training, reference generation).
+
+        codes: [B, K, S] ids. cond: projected text (None = unconditional).
+        attended: [B, S] bool key mask (None = attend to everything, plain MusicGen).
+        positions: [B, S] (None = 0..S-1). Returns logits [B, K, S, codebook_size]; the logit at
+        step s predicts the token at step s + 1.
+        """
+        B, K, S = codes.shape
+        if K != self.config.num_codebooks:
+            raise ValueError(f"expected {self.config.num_codebooks} codebooks, got {K}")
+        if positions is None:
+            positions = torch.arange(S, device=codes.device).expand(B, S)
+        x = self.embed(codes, positions)
+        self_mask = None if attended is None or bool(attended.all()) else causal_mask(attended)
+        kv, cross_mask = self.cross_kv(cond, B)
+        for blk, (ck, cv) in zip(self.blocks, kv):
+            x = blk(x, self_mask, ck, cv, cross_mask)
+        return self.logits(x)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,50 @@
+"""Test helpers that build real transformers models from tiny configs."""
+
+from __future__ import annotations
+
+import torch
+
+
+def make_hf_musicgen(seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4, ffn: int = 128,
+                     text_dim: int = 32, t5_config=None, encodec_overrides=None):
+    """A random `MusicgenForConditionalGeneration` (tiny T5 + tiny 32 kHz-stride EnCodec) and the
+    tiny tokenizer. Returns (model in eval mode, tokenizer)."""
+    from transformers import AutoTokenizer, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration
+
+    from stage.model.sources import TINY_TOKENIZER
+    from stage.text import tiny_t5_config
+    from stage.tokens.codec import TINY_ENCODEC_CONFIG, encodec_config
+
+    tokenizer = AutoTokenizer.from_pretrained(str(TINY_TOKENIZER))
+    t5 = t5_config or tiny_t5_config(len(tokenizer), text_dim)
+    config = MusicgenConfig(
+        text_encoder=t5.to_dict(),
+        audio_encoder=encodec_config(**{**TINY_ENCODEC_CONFIG, **(encodec_overrides or {})}).to_dict(),
+        decoder=MusicgenDecoderConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                      ffn_dim=ffn, vocab_size=2048, num_codebooks=4, dropout=0.0).to_dict(),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MusicgenForConditionalGeneration(config).eval()
+    return model, tokenizer
+
+
+def hf_generate_codes(model, inputs, guidance: float, frames: int) -> torch.Tensor:
+    """Greedy transformers `generate` and the codes it decodes: [B, K, frames].
+
+    `generate` returns audio; the codes are read off the real call of the audio decoder (a
+    recording wrapper around it, the decode still runs)."""
+    seen = []
+    decode = model.audio_encoder.decode
+
+    def record(audio_codes, *args, **kwargs):
+        seen.append(audio_codes.clone())
+        return decode(audio_codes, *args, **kwargs)
+
+    model.audio_encoder.decode = record
+    try:
+        with torch.no_grad():
+            model.generate(**inputs, do_sample=False, guidance_scale=guidance, max_new_tokens=frames + 3)
+    finally:
+        del model.audio_encoder.decode
+    return seen[0][0]
