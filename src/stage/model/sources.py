@@ -1,0 +1,258 @@
+"""Build the frozen parts (EnCodec, T5 + tokenizer) from a source string.
+
+A source is one of:
+- "tiny": a seeded random tiny model (and the tiny tokenizer shipped in `stage/assets`);
+- a directory (absolute, or relative to the checkpoint that names it) written by
+  `save_pretrained`;
+- a Hugging Face hub id. The local cache is tried first; then the hub. Offline, or with
+  HF_HUB_OFFLINE=1 and nothing cached, an `OfflineError` says what to download and where.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from stage.errors import CheckpointError, OfflineError
+from stage.model.config import CodecConfig, TextConfig
+from stage.text import TextConditioner, tiny_t5_config
+from stage.tokens.codec import TINY_ENCODEC_CONFIG, Codec, encodec_config, encodec_config_from_state
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TINY_TOKENIZER = ASSETS / "tiny_t5_tokenizer"
+TINY_SEED = 1234
+# Source name for frozen parts whose weights came from inside another checkpoint file.
+EMBEDDED = "embedded"
+
+
+def resolve_dir(source: str, base_dir: Path | None) -> Path | None:
+    """An existing directory for `source` (relative to base_dir first), else None."""
+    candidates = []
+    if base_dir is not None and not os.path.isabs(source):
+        candidates.append(base_dir / source)
+    candidates.append(Path(source).expanduser())
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
+
+
+def looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and not source.endswith(
+        (".safetensors", ".bin", ".pt", ".th", ".ckpt", ".json")
+    )
+
+
+def from_pretrained(cls, source: str, what: str, **kwargs):
+    """`cls.from_pretrained(source)`, cache first, with an actionable error when offline."""
+    try:
+        return cls.from_pretrained(source, local_files_only=True, **kwargs)
+    except Exception as err:
+        local_err = err
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise OfflineError(
+            f"{what} {source!r} is not in the local cache and HF_HUB_OFFLINE is set; download it on a "
+            f"machine with network (`huggingface-cli download {source}`) or pass a local directory"
+        ) from None
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except Exception as err:
+        if _is_network_error(err) or _is_network_error(local_err):
+            raise OfflineError(
+                f"cannot download {what} {source!r} from the Hugging Face hub (no network?); download it on a "
+                f"machine with network (`huggingface-cli download {source}`) or pass a local directory"
+            ) from None
+        raise CheckpointError(f"cannot load {what} from {source!r}: {_first_line(err)}") from None
+
+
+def _is_network_error(err: BaseException) -> bool:
+    text = f"{type(err).__name__} {err}".lower()
+    return any(s in text for s in ("connect", "offline", "resolve", "network", "localentrynotfound", "timed out"))
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
+    """Download (or find in cache) the files of a hub repo matching `patterns`."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise OfflineError(f"{repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set") from None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as err:
+        if _is_network_error(err):
+            raise OfflineError(
+                f"cannot download {repo_id!r} from the Hugging Face hub (no network?); run "
+                f"`huggingface-cli download {repo_id}` where you have network, or pass a local directory"
+            ) from None
+        raise CheckpointError(f"cannot fetch {repo_id!r} from the hub: {_first_line(err)}") from None
+
+
+def load_state_into(module: torch.nn.Module, state: Mapping[str, Tensor], what: str, allowed_missing=()) -> None:
+    """Strict load that reports the first offending key in one line."""
+    expected = module.state_dict()
+    for name, tensor in state.items():
+        if name not in expected:
+            raise CheckpointError(f"{what}: unexpected tensor {name!r}")
+        if tuple(expected[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{what}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
+            )
+    for name in expected:
+        if name not in state and name not in allowed_missing:
+            raise CheckpointError(f"{what}: missing tensor {name!r}")
+    module.load_state_dict(dict(state), strict=False)
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def build_codec(config: CodecConfig, base_dir: Path | None = None, state: Mapping[str, Tensor] | None = None) -> Codec:
+    """EnCodec for `config.source`, or the 32 kHz architecture filled with `state` (HF names)."""
+    from transformers import EncodecModel
+
+    if state is not None:
+        try:
+            hf_config = encodec_config_from_state(state, config.sample_rate)
+        except (KeyError, ValueError, IndexError):
+            raise CheckpointError("EnCodec: the embedded codec tensors are incomplete (missing 'encoder.layers.0.conv')") from None
+        model = EncodecModel(hf_config)
+        load_state_into(model, state, "EnCodec")
+    elif config.source == EMBEDDED:
+        raise CheckpointError("the EnCodec weights were embedded in the original checkpoint; load that file instead")
+    elif config.source == "tiny":
+        with _seed(TINY_SEED):
+            model = EncodecModel(encodec_config(**TINY_ENCODEC_CONFIG))
+    else:
+        local = resolve_dir(config.source, base_dir)
+        if local is not None:
+            model = _load_local(EncodecModel, local, "EnCodec")
+        elif looks_like_hub_id(config.source):
+            model = from_pretrained(EncodecModel, config.source, "EnCodec")
+        else:
+            raise CheckpointError(f"EnCodec source {config.source!r}: no such directory")
+    return Codec(model.float().eval(), config)
+
+
+def _load_local(cls, path: Path, what: str):
+    try:
+        return cls.from_pretrained(str(path), local_files_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot load {what} from {path}: {_first_line(err)}") from None
+
+
+class _seed:
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self):
+        self.ctx = torch.random.fork_rng(devices=[])
+        self.ctx.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def load_tokenizer(source: str, base_dir: Path | None = None):
+    from transformers import AutoTokenizer
+
+    if source == "tiny":
+        return AutoTokenizer.from_pretrained(str(TINY_TOKENIZER), local_files_only=True)
+    local = resolve_dir(source, base_dir)
+    if local is not None:
+        return _load_local(AutoTokenizer, local, "tokenizer")
+    if looks_like_hub_id(source):
+        return from_pretrained(AutoTokenizer, source, "T5 tokenizer")
+    raise CheckpointError(f"tokenizer source {source!r}: no such directory")
+
+
+def build_text(
+    config: TextConfig,
+    dim: int,
+    base_dir: Path | None = None,
+    encoder_state: Mapping[str, Tensor] | None = None,
+    encoder_config=None,
+) -> TextConditioner:
+    """T5 encoder + tokenizer + a (randomly initialised) projection to the LM width `dim`.
+
+    encoder_state/encoder_config: T5 weights found inside a checkpoint (HF `T5EncoderModel`
+    names); otherwise the weights come from `config.source`.
+    """
+    from transformers import T5EncoderModel
+
+    tokenizer = load_tokenizer(config.tokenizer, base_dir)
+    if encoder_state is not None:
+        encoder = T5EncoderModel(encoder_config)
+        load_state_into(encoder, encoder_state, "T5", allowed_missing=_tied_t5_keys(encoder_state))
+        encoder.tie_weights()
+    elif config.source == EMBEDDED:
+        raise CheckpointError("the T5 weights were embedded in the original checkpoint; load that file instead")
+    elif config.source == "tiny":
+        with _seed(TINY_SEED + 1):
+            encoder = T5EncoderModel(tiny_t5_config(len(tokenizer), config.dim))
+    else:
+        local = resolve_dir(config.source, base_dir)
+        if local is not None:
+            encoder = _load_local(T5EncoderModel, local, "T5 encoder")
+        elif looks_like_hub_id(config.source):
+            encoder = from_pretrained(T5EncoderModel, config.source, "T5 encoder")
+        else:
+            raise CheckpointError(f"T5 source {config.source!r}: no such directory")
+    if encoder.config.d_model != config.dim:
+        raise CheckpointError(f"T5 width is {encoder.config.d_model}, config says text.dim = {config.dim}")
+    return TextConditioner(encoder.float().eval(), tokenizer, dim, config.max_tokens)
+
+
+def _tied_t5_keys(state: Mapping[str, Tensor]) -> tuple[str, ...]:
+    """T5 ties `shared.weight` and `encoder.embed_tokens.weight`; a file may hold either."""
+    if "shared.weight" in state:
+        return ("encoder.embed_tokens.weight",)
+    if "encoder.embed_tokens.weight" in state:
+        return ("shared.weight",)
+    return ()
+
+
+def t5_config_from_state(state: Mapping[str, Tensor]):
+    """Infer a T5 encoder config from its tensors (vocab, width, depth, heads, FFN width)."""
+    from transformers import T5Config
+
+    emb = state.get("shared.weight", state.get("encoder.embed_tokens.weight"))
+    if emb is None:
+        raise CheckpointError("T5: missing tensor 'shared.weight'")
+    bias = state.get("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+    if bias is None:
+        raise CheckpointError("T5: missing tensor 'encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight'")
+    blocks = {int(k.split(".")[2]) for k in state if k.startswith("encoder.block.")}
+    q = state["encoder.block.0.layer.0.SelfAttention.q.weight"]
+    wi = state["encoder.block.0.layer.1.DenseReluDense.wi.weight"]
+    heads = bias.shape[1]
+    return T5Config(
+        vocab_size=emb.shape[0],
+        d_model=emb.shape[1],
+        d_kv=q.shape[0] // heads,
+        d_ff=wi.shape[0],
+        num_layers=len(blocks),
+        num_heads=heads,
+        relative_attention_num_buckets=bias.shape[0],
+        dropout_rate=0.0,
+        feed_forward_proj="relu",
+        is_encoder_decoder=False,
+        use_cache=False,
+    )
