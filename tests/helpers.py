@@ -48,3 +48,44 @@ def hf_generate_codes(model, inputs, guidance: float, frames: int) -> torch.Tens
     finally:
         del model.audio_encoder.decode
     return seen[0][0]
+
+
+def drum_loop(bpm: float, seconds: float, sample_rate: int, offset: float = 0.0, channels: int = 1, seed: int = 0):
+    """A synthetic drum loop of known tempo in 4/4: kick on beats 1 and 3, snare on 2 and 4,
+    closed hi-hat on eighths and a crash on every downbeat; the first beat (a downbeat) at
+    `offset` seconds. float32 [C, N]."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sample_rate))
+    y = np.zeros(n, np.float64)
+
+    def add(t, signal):
+        i = int(round(t * sample_rate))
+        if 0 <= i < n:
+            m = min(len(signal), n - i)
+            y[i:i + m] += signal[:m]
+
+    def env(length, decay):
+        tt = np.arange(int(length * sample_rate)) / sample_rate
+        return tt, np.exp(-tt / decay)
+
+    period = 60.0 / bpm
+    beat = 0
+    while offset + beat * period < seconds:
+        t = offset + beat * period
+        if beat % 4 == 0:
+            tt, e = env(0.8, 0.3)
+            add(t, 0.25 * rng.standard_normal(len(tt)) * e)  # crash
+        if beat % 2 == 0:
+            tt, e = env(0.25, 0.07)
+            add(t, 0.9 * np.sin(2 * np.pi * (50 + 60 * np.exp(-tt / 0.02)) * tt) * e)
+        else:
+            tt, e = env(0.18, 0.05)
+            add(t, 0.5 * rng.standard_normal(len(tt)) * e)
+        for half in (0.0, 0.5):
+            tt, e = env(0.04, 0.01)
+            add(t + half * period, 0.04 * rng.standard_normal(len(tt)) * e)
+        beat += 1
+    y = np.clip(y, -1, 1).astype(np.float32)
+    return np.repeat(y[None], channels, axis=0)

@@ -94,6 +94,9 @@ class StageModel(nn.Module):
         seconds: float | None = None,
         variations: int = 1,
         params: GenerationParams = GenerationParams(),
+        bpm: float | None = None,
+        beats_per_bar: int = 4,
+        offset: float = 0.0,
         continuation=None,
         progress: Callable[[int, int], None] | None = None,
     ) -> GenerationResult:
@@ -104,6 +107,10 @@ class StageModel(nn.Module):
         sample_rate: rate of `context`/`continuation` and of the returned stems (default 32 kHz).
         prompt: the text description ("" or None = no text).
         seconds: stem length (default: the context's length, else 10 s).
+        bpm / beats_per_bar / offset: tempo control. A metronome click track (the training recipe,
+          §4) at `bpm`, first downbeat at `offset` seconds, becomes the context. It **replaces** the
+          mix as the model's input, as in training; a given `context` then only sets the length
+          and channel count of the result.
         continuation: optional [C, N] audio of the stem to continue (it is part of `seconds`).
         Returns a GenerationResult with stems [V, C, N] (C = the context's channel count).
         """
@@ -122,6 +129,11 @@ class StageModel(nn.Module):
             seconds = context_samples / sample_rate if context_samples else 10.0
         if not np.isfinite(seconds) or seconds <= 0:
             raise StageError(f"seconds must be > 0, got {seconds}")
+        if bpm is not None:
+            from stage.data.metronome import render_metronome
+
+            click = render_metronome(bpm, beats_per_bar, seconds, offset, self.sample_rate)
+            context_codes = self.encode_audio(click, self.sample_rate, "metronome").repeat(variations, 1, 1)
         num_samples = int(round(seconds * sample_rate))
         num_frames = max(1, -(-int(round(seconds * self.sample_rate)) // self.codec.hop_length))
         prompt_codes = None

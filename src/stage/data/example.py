@@ -1,0 +1,37 @@
+"""The unit of training data: one (context, target stem, caption) example (STAGE_METHOD.md §6.5).
+
+Audio examples hold 32 kHz mono float32 waveforms, encoded by the trainer on its device. Token
+examples (the pre-tokenised path) hold EnCodec codes directly. Context and target start at the
+same audio time; the context is usually shorter (5-10 s of a 10 s window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CONTEXT_KINDS = ("mix", "metronome", "none")
+
+
+@dataclass
+class AudioExample:
+    """target: float32 [N] stem; context: float32 [Nc] mix of other stems or click track
+    (Nc <= N, 0 = no context); caption: text prompt ("" = none); song: source id."""
+
+    target: np.ndarray
+    context: np.ndarray
+    caption: str
+    song: str
+    context_kind: str = "mix"
+
+
+@dataclass
+class TokenExample:
+    """target: int [K, Tt] codes; context: int [K, Tc] codes (Tc may be 0)."""
+
+    target: np.ndarray
+    context: np.ndarray
+    caption: str
+    song: str = ""
+    context_kind: str = "mix"
