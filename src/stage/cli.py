@@ -16,6 +16,11 @@ import sys
 from stage.errors import StageError
 
 COMMAND_MODULES = [
+    "stage.generate.commands",  # generate, metronome, session
+    "stage.app.commands",  # studio
+    "stage.train.commands",  # train
+    "stage.data.commands",  # prepare
+    "stage.eval.commands",  # eval
     "stage.model.commands",  # convert
 ]
 

@@ -1,0 +1,5 @@
+"""CLI subcommands of stage.train (registered by stage.cli). Being written; see the open issue."""
+
+
+def register(sub) -> None:
+    """Add this package's subcommands to the `stage` parser."""
