@@ -358,3 +358,20 @@ def test_tiny_generate_returns_requested_length(tiny_model):
     assert result.sample_rate == 32_000 and result.seeds == [3]
     assert np.isfinite(result.stems).all() and np.abs(result.stems).max() > 0
     assert result.codes.shape == (1, 4, 75)
+
+
+def test_hub_models_fail_clearly_offline(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="facebook/musicgen-small") as info:
+        stage.load_model("musicgen-small")
+    assert "\n" not in str(info.value)
+    assert main(["convert", "facebook/musicgen-medium", "--out", str(tmp_path / "out")]) == 2
+    assert "facebook/musicgen-medium" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_authors_file_needs_the_t5_tokenizer_and_says_so_offline(authors_file, monkeypatch):
+    path, hf, tokenizer, folder = authors_file
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="google-t5/t5-base"):
+        stage.load_model(path)  # no tokenizer given: the default is t5-base from the hub
