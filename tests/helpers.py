@@ -89,3 +89,180 @@ def drum_loop(bpm: float, seconds: float, sample_rate: int, offset: float = 0.0,
         beat += 1
     y = np.clip(y, -1, 1).astype(np.float32)
     return np.repeat(y[None], channels, axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake stem datasets (short synthetic songs) for the data pipeline and training tests.
+# Every builder writes real audio files with soundfile into `root` (created if missing) and
+# returns `root` as a Path. Songs are deterministic for a given seed; song i plays at
+# bpm + 10 * i with its first downbeat at 0.25 s, in 4/4.
+# ---------------------------------------------------------------------------------------------
+
+FAKE_GENRES = ("rock", "pop", "singer_songwriter", "jazz")
+
+
+def fake_stem(kind: str, seconds: float, sample_rate: int, bpm: float = 120.0, offset: float = 0.25,
+              channels: int = 1, seed: int = 0):
+    """A synthetic stem of known tempo, float32 [C, N] with peak < 1.
+
+    kind: "drums" (the drum_loop above), "hats" (noise bursts on eighths), "bass" (low sine notes
+    on every beat), "guitar" (plucked notes on eighths), "keys" (sustained two-note chords per
+    bar), "vocals" (a gliding tone, phrases of two bars on / one bar off), "other" (a soft pad),
+    "silence" (zeros).
+    """
+    import numpy as np
+
+    if kind == "drums":
+        return drum_loop(bpm, seconds, sample_rate, offset, channels=channels, seed=seed)
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sample_rate))
+    t = np.arange(n) / sample_rate
+    period = 60.0 / bpm
+    y = np.zeros(n, np.float64)
+    beat_index = np.floor((t - offset) / period)
+    since = (t - offset) - beat_index * period  # time since the last beat
+    active = t >= offset
+    if kind == "hats":
+        eighth = (t - offset) % (period / 2)
+        y = 0.2 * rng.standard_normal(n) * np.exp(-eighth / 0.01) * active
+    elif kind == "bass":
+        notes = 55.0 * 2 ** (rng.integers(0, 12, size=int(seconds / period) + 2) / 12)
+        freq = notes[np.clip(beat_index.astype(int), 0, len(notes) - 1)]
+        y = 0.5 * np.sin(2 * np.pi * freq * since) * np.exp(-since / 0.3) * active
+    elif kind == "guitar":
+        eighth = (t - offset) % (period / 2)
+        idx = np.clip(np.floor((t - offset) / (period / 2)).astype(int), 0, None)
+        notes = 196.0 * 2 ** (rng.integers(0, 12, size=idx.max() + 1) / 12)
+        y = 0.3 * np.sin(2 * np.pi * notes[idx] * eighth) * np.exp(-eighth / 0.08) * active
+    elif kind == "keys":
+        bar = np.clip(np.floor((t - offset) / (4 * period)).astype(int), 0, None)
+        roots = 261.6 * 2 ** (rng.integers(0, 7, size=bar.max() + 1) / 12)
+        y = 0.15 * (np.sin(2 * np.pi * roots[bar] * t) + np.sin(2 * np.pi * roots[bar] * 1.5 * t)) * active
+    elif kind == "vocals":
+        bar = np.floor((t - offset) / (4 * period))
+        on = active & (bar % 3 != 2)
+        y = 0.3 * np.sin(2 * np.pi * (440.0 * t + 20 * np.sin(2 * np.pi * 0.5 * t))) * on
+    elif kind == "other":
+        y = 0.1 * np.sin(2 * np.pi * 330.0 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.25 * t))
+    elif kind != "silence":
+        raise ValueError(f"unknown fake stem kind {kind!r}")
+    y = y.astype(np.float32)
+    return np.repeat(y[None], channels, axis=0)
+
+
+def _write(path, audio, sample_rate):
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), audio.T, sample_rate, subtype="PCM_16" if path.suffix != ".flac" else None)
+
+
+def make_fake_moisesdb(root, songs: int = 3, seconds: float = 8.0, sample_rate: int = 44_100, channels: int = 2,
+                       bpm: float = 120.0, seed: int = 0):
+    """A MoisesDB tree: ROOT/<uuid>/data.json + drums/ (two tracks: drum loop and hi-hats), bass/,
+    guitar/, other_keys/ and vocals/. Genres cycle through FAKE_GENRES; song ids are
+    uuid.UUID(int=i + 1) strings. Returns the root Path."""
+    import json
+    import uuid
+    from pathlib import Path
+
+    root = Path(root)
+    folders = {"drums": ["drums", "hats"], "bass": ["bass"], "guitar": ["guitar"], "other_keys": ["keys"],
+               "vocals": ["vocals"]}
+    for i in range(songs):
+        song_id = str(uuid.UUID(int=i + 1))
+        stems_meta = []
+        for folder, kinds in folders.items():
+            tracks = []
+            for j, kind in enumerate(kinds):
+                track_id = str(uuid.UUID(int=1000 * (i + 1) + 10 * len(stems_meta) + j))
+                audio = fake_stem(kind, seconds, sample_rate, bpm + 10 * i, channels=channels, seed=seed + 97 * i + j)
+                _write(root / song_id / folder / f"{track_id}.wav", audio, sample_rate)
+                tracks.append({"id": track_id, "trackType": kind, "extension": "wav", "has_bleed": False})
+            stems_meta.append({"id": folder, "stemName": folder, "tracks": tracks})
+        meta = {"song": f"Fake Song {i}", "artist": "Fake Artist", "genre": FAKE_GENRES[i % len(FAKE_GENRES)],
+                "stems": stems_meta}
+        (root / song_id / "data.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
+def make_fake_musdb(root, train: int = 2, test: int = 1, seconds: float = 8.0, sample_rate: int = 44_100,
+                    channels: int = 2, bpm: float = 120.0, seed: int = 0):
+    """A MUSDB18-HQ tree: ROOT/{train,test}/Song NN/{bass,drums,other,vocals,mixture}.wav.
+    Returns the root Path."""
+    from pathlib import Path
+
+    root = Path(root)
+    for i in range(train + test):
+        split = "train" if i < train else "test"
+        folder = root / split / f"Fake Artist - Song {i:02d}"
+        total = 0
+        for name, kind in (("bass", "bass"), ("drums", "drums"), ("other", "keys"), ("vocals", "vocals")):
+            audio = fake_stem(kind, seconds, sample_rate, bpm + 10 * i, channels=channels, seed=seed + 31 * i)
+            _write(folder / f"{name}.wav", audio, sample_rate)
+            total = total + audio
+        _write(folder / "mixture.wav", 0.5 * total, sample_rate)
+    return root
+
+
+def make_fake_slakh(root, tracks: int = 3, seconds: float = 8.0, sample_rate: int = 44_100, bpm: float = 120.0,
+                    splits: bool = True, seed: int = 0):
+    """A Slakh2100 tree: ROOT/{train,validation,test}/TrackNNNNN/{metadata.yaml, stems/SXX.flac,
+    mix.flac} (or ROOT/TrackNNNNN/... when splits=False); mono FLAC. Each track has S00 drums
+    (is_drum), S01 Bass, S02 Piano, S03 Synth Pad (-> keyboard), S04 Brass (-> wind) and S05, a
+    Guitar whose audio was not rendered (no file, audio_rendered: false). Returns the root Path."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(root)
+    plan = [
+        ("S00", "drums", {"inst_class": "Drums", "is_drum": True, "program_num": 0, "midi_program_name": "Drums"}),
+        ("S01", "bass", {"inst_class": "Bass", "is_drum": False, "program_num": 33,
+                         "midi_program_name": "Electric Bass (finger)"}),
+        ("S02", "keys", {"inst_class": "Piano", "is_drum": False, "program_num": 0,
+                         "midi_program_name": "Acoustic Grand Piano"}),
+        ("S03", "other", {"inst_class": "Synth Pad", "is_drum": False, "program_num": 89,
+                          "midi_program_name": "Pad 2 (warm)"}),
+        ("S04", "guitar", {"inst_class": "Brass", "is_drum": False, "program_num": 61,
+                           "midi_program_name": "Brass Section"}),
+        ("S05", None, {"inst_class": "Guitar", "is_drum": False, "program_num": 25,
+                       "midi_program_name": "Acoustic Guitar (steel)"}),
+    ]
+    split_names = ("train", "validation", "test")
+    for i in range(tracks):
+        name = f"Track{i + 1:05d}"
+        folder = root / (split_names[min(i, 2)] if splits else "") / name
+        stems = {}
+        total = 0
+        for stem_id, kind, info in plan:
+            rendered = kind is not None
+            if rendered:
+                audio = fake_stem(kind, seconds, sample_rate, bpm + 10 * i, seed=seed + 13 * i)
+                _write(folder / "stems" / f"{stem_id}.flac", audio, sample_rate)
+                total = total + audio
+            stems[stem_id] = {**info, "audio_rendered": rendered, "midi_saved": True, "plugin_name": "fake.nkm"}
+        _write(folder / "mix.flac", 0.5 * total, sample_rate)
+        meta = {"UUID": f"fake{i}", "audio_dir": "stems", "midi_dir": "MIDI", "target_peak": -1.0, "stems": stems}
+        (folder / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    return root
+
+
+def make_fake_folder_dataset(root, songs: int = 2, seconds: float = 8.0, sample_rate: int = 48_000,
+                             channels: int = 1, bpm: float = 120.0, seed: int = 0,
+                             files: dict | None = None):
+    """A plain folder tree: ROOT/song_NN/<name>.wav. files: file name -> fake_stem kind (default
+    kick (drums), hats, bass_di (bass), Vocals (vocals), synth (keys) and a mixture.wav of them).
+    Returns the root Path."""
+    from pathlib import Path
+
+    root = Path(root)
+    files = files or {"kick": "drums", "hats": "hats", "bass_di": "bass", "Vocals": "vocals", "synth": "keys"}
+    for i in range(songs):
+        total = 0
+        for j, (name, kind) in enumerate(files.items()):
+            audio = fake_stem(kind, seconds, sample_rate, bpm + 10 * i, channels=channels, seed=seed + 7 * i + j)
+            _write(root / f"song_{i:02d}" / f"{name}.wav", audio, sample_rate)
+            total = total + audio
+        _write(root / f"song_{i:02d}" / "mixture.wav", 0.5 * total, sample_rate)
+    return root

@@ -17,13 +17,19 @@ CONTEXT_KINDS = ("mix", "metronome", "none")
 @dataclass
 class AudioExample:
     """target: float32 [N] stem; context: float32 [Nc] mix of other stems or click track
-    (Nc <= N, 0 = no context); caption: text prompt ("" = none); song: source id."""
+    (Nc <= N, 0 = no context); caption: text prompt ("" = none); song: source id.
+
+    Provenance (for debugging and tests): start: window start in the song, seconds; speed /
+    semitones: the augmentation applied (1.0 / 0 = none; see stage.data.augment)."""
 
     target: np.ndarray
     context: np.ndarray
     caption: str
     song: str
     context_kind: str = "mix"
+    start: float = 0.0
+    speed: float = 1.0
+    semitones: int = 0
 
 
 @dataclass
