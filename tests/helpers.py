@@ -266,3 +266,28 @@ def make_fake_folder_dataset(root, songs: int = 2, seconds: float = 8.0, sample_
             total = total + audio
         _write(root / f"song_{i:02d}" / "mixture.wav", 0.5 * total, sample_rate)
     return root
+
+
+def make_tiny_clap(folder, seed: int = 0):
+    """A transformers CLAP folder in `folder`: the real `ClapModel` class with tiny random
+    weights, its feature extractor (no fusion) and a tokenizer (the tiny T5 one; CLAP only
+    needs ids within its vocabulary). Returns the model in eval mode."""
+    from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel
+
+    from stage.model.sources import TINY_TOKENIZER
+
+    tokenizer = AutoTokenizer.from_pretrained(str(TINY_TOKENIZER))
+    config = ClapConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=80, projection_dim=16),
+        audio_config=dict(depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1], hidden_size=64,
+                          patch_embeds_hidden_size=8, projection_dim=16),
+        projection_dim=16,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ClapModel(config).eval()
+    model.save_pretrained(str(folder))
+    ClapFeatureExtractor(truncation="rand_trunc").save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return model
