@@ -127,6 +127,12 @@ def _load_fallback(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
     return as_channels_first(y, str(path)), int(sr)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _reason(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -151,6 +157,7 @@ def save_audio(path: str | os.PathLike, audio, sample_rate: int, overwrite: bool
     fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
     try:
         sf.write(tmp, np.clip(x, -1.0, 1.0).T, sample_rate, format=fmt, subtype=subtype)
         os.replace(tmp, path)

@@ -138,12 +138,12 @@ def _track_librosa(x: np.ndarray, sample_rate: int, beats_per_bar: int, min_bpm:
     onset = librosa.onset.onset_strength(y=x, sr=sample_rate, hop_length=hop)
     tempo = librosa.feature.tempo(onset_envelope=onset, sr=sample_rate, hop_length=hop, max_tempo=max_bpm)[0]
     tempo = float(np.clip(tempo, min_bpm, max_bpm))
-    _, frames = librosa.beat.beat_track(onset_envelope=onset, sr=sample_rate, hop_length=hop, bpm=tempo, units="frames")
+    _, frames = librosa.beat.beat_track(onset_envelope=onset, sr=sample_rate, hop_length=hop, bpm=tempo, units="frames", trim=False)
     beats = librosa.frames_to_time(frames, sr=sample_rate, hop_length=hop)
     if len(beats) == 0:
         return BeatGrid(beats, beats, 0.0, beats_per_bar, "librosa")
     # Downbeats: the beat phase whose beats carry the most low-frequency (kick) onset energy.
-    low = librosa.onset.onset_strength(y=x, sr=sample_rate, hop_length=hop, fmax=200.0, n_mels=32)
+    low = librosa.onset.onset_strength(y=x, sr=sample_rate, hop_length=hop, fmax=200.0, n_mels=8)
     strength = low[np.clip(frames, 0, len(low) - 1)]
     phase = int(np.argmax([strength[p::beats_per_bar].mean() if len(strength[p::beats_per_bar]) else -1 for p in range(beats_per_bar)]))
     return BeatGrid(beats, beats[phase::beats_per_bar], tempo_from_beats(beats), beats_per_bar, "librosa")
