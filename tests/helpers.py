@@ -13,7 +13,7 @@ def make_hf_musicgen(seed: int = 0, hidden: int = 64, layers: int = 2, heads: in
 
     from stage.model.sources import TINY_TOKENIZER
     from stage.text import tiny_t5_config
-    from stage.tokens.codec import TINY_ENCODEC_CONFIG, encodec_config
+    from stage.tokens.codec import TINY_ENCODEC_CONFIG, encodec_config, init_random_codebooks
 
     tokenizer = AutoTokenizer.from_pretrained(str(TINY_TOKENIZER))
     t5 = t5_config or tiny_t5_config(len(tokenizer), text_dim)
@@ -26,6 +26,7 @@ def make_hf_musicgen(seed: int = 0, hidden: int = 64, layers: int = 2, heads: in
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MusicgenForConditionalGeneration(config).eval()
+    init_random_codebooks(model.audio_encoder, seed)  # zero codebooks would map all audio to code 0
     return model, tokenizer
 
 
@@ -291,3 +292,30 @@ def make_tiny_clap(folder, seed: int = 0):
     ClapFeatureExtractor(truncation="rand_trunc").save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return model
+
+
+def make_shift_tokens(folder, examples: int, seed: int = 0, codes: int = 4, target_frames: int = 10,
+                      context_frames: tuple[int, int] = (5, 10), num_codebooks: int = 4, caption: str = "shift by one"):
+    """A pre-tokenised dataset (`stage.train.tokens`) where the stem copies its context, one up.
+
+    Each example has Tc ~ U{context_frames} context frames of i.i.d. uniform codes in
+    [0, codes) and a target of `target_frames` frames starting at the same time (STAGE's aligned
+    start, §3.1): target frame t = context frame t + 1 in every codebook for t < Tc, and i.i.d.
+    uniform codes in [1, codes] after the context ends. Returns the list of (context, target)
+    int64 arrays written."""
+    import numpy as np
+
+    from stage.data.example import TokenExample
+    from stage.train.tokens import TokenWriter
+
+    rng = np.random.default_rng(seed)
+    written = []
+    with TokenWriter(folder, num_codebooks=num_codebooks, codebook_size=2048, frame_rate=50) as writer:
+        for i in range(examples):
+            tc = int(rng.integers(context_frames[0], context_frames[1] + 1))
+            context = rng.integers(0, codes, (num_codebooks, tc))
+            target = rng.integers(1, codes + 1, (num_codebooks, target_frames))
+            target[:, :tc] = context[:, :target_frames] + 1
+            writer.add(TokenExample(target=target, context=context, caption=caption, song=f"song{i}"))
+            written.append((context, target))
+    return written

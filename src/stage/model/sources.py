@@ -20,7 +20,13 @@ from torch import Tensor
 from stage.errors import CheckpointError, OfflineError
 from stage.model.config import CodecConfig, TextConfig
 from stage.text import TextConditioner, tiny_t5_config
-from stage.tokens.codec import TINY_ENCODEC_CONFIG, Codec, encodec_config, encodec_config_from_state
+from stage.tokens.codec import (
+    TINY_ENCODEC_CONFIG,
+    Codec,
+    encodec_config,
+    encodec_config_from_state,
+    init_random_codebooks,
+)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TINY_TOKENIZER = ASSETS / "tiny_t5_tokenizer"
@@ -136,6 +142,7 @@ def build_codec(config: CodecConfig, base_dir: Path | None = None, state: Mappin
     elif config.source == "tiny":
         with _seed(TINY_SEED):
             model = EncodecModel(encodec_config(**TINY_ENCODEC_CONFIG))
+        init_random_codebooks(model.eval(), TINY_SEED)
     else:
         local = resolve_dir(config.source, base_dir)
         if local is not None:

@@ -119,6 +119,35 @@ class Codec(nn.Module):
         return out.audio_values.float()
 
 
+@torch.no_grad()
+def init_random_codebooks(model: nn.Module, seed: int) -> None:
+    """Give a randomly initialised transformers EnCodec usable codebooks.
+
+    transformers creates the codebook buffers as zeros (real weights overwrite them), so a random
+    EnCodec would quantise every frame to code 0 and decode every code to the same sound; tests on
+    it could not tell two mixes apart. Like EnCodec's k-means initialisation, each residual
+    codebook here is drawn from the residual latent frames of varied seeded signals (noise at
+    several levels, tones, clicks), plus a little jitter, so codes follow the input.
+    """
+    g = torch.Generator().manual_seed(seed)
+    sr = model.config.sampling_rate
+    t = torch.arange(sr) / sr
+    signals = [torch.randn(sr, generator=g) * a for a in (0.01, 0.05, 0.2, 0.6)]
+    signals += [0.5 * torch.sin(2 * torch.pi * f * t) for f in (55.0, 220.0, 880.0, 3520.0)]
+    signals += [(torch.rand(sr, generator=g) < 0.002).float() * 0.8]
+    audio = torch.stack(signals)[:, None]  # [S, 1, N]
+    dtype = next(model.parameters()).dtype
+    residual = model.encoder(audio.to(dtype)).transpose(1, 2).reshape(-1, model.config.codebook_dim)  # [frames, D]
+    for layer in model.quantizer.layers:
+        cb = layer.codebook
+        pick = torch.randint(0, residual.shape[0], (cb.embed.shape[0],), generator=g)
+        jitter = torch.randn(cb.embed.shape, generator=g) * residual.std(dim=0, keepdim=True) * 0.1
+        cb.embed.copy_(residual[pick] + jitter)
+        cb.embed_avg.copy_(cb.embed)
+        cb.cluster_size.fill_(1.0)
+        residual = residual - cb.decode(cb.encode(residual))
+
+
 def encodec_config_from_state(state, sample_rate: int = 32_000):
     """Infer an EnCodec config from its tensors (transformers names), for weights embedded in a
     checkpoint. Widths, codebooks, LSTM depth and shortcut convs come from the shapes; the
