@@ -128,24 +128,30 @@ def init_random_codebooks(model: nn.Module, seed: int) -> None:
     it could not tell two mixes apart. Like EnCodec's k-means initialisation, each residual
     codebook here is drawn from the residual latent frames of varied seeded signals (noise at
     several levels, tones, clicks), plus a little jitter, so codes follow the input.
+    The statistics are computed in float64 and the vectors rounded to a 2^-12 grid, so the result
+    does not depend on the thread count or the CPU's vector width.
     """
+    import copy
+
     g = torch.Generator().manual_seed(seed)
     sr = model.config.sampling_rate
-    t = torch.arange(sr) / sr
-    signals = [torch.randn(sr, generator=g) * a for a in (0.01, 0.05, 0.2, 0.6)]
+    t = torch.arange(sr, dtype=torch.float64) / sr
+    signals = [torch.randn(sr, generator=g, dtype=torch.float64) * a for a in (0.01, 0.05, 0.2, 0.6)]
     signals += [0.5 * torch.sin(2 * torch.pi * f * t) for f in (55.0, 220.0, 880.0, 3520.0)]
-    signals += [(torch.rand(sr, generator=g) < 0.002).float() * 0.8]
+    signals += [(torch.rand(sr, generator=g, dtype=torch.float64) < 0.002).double() * 0.8]
     audio = torch.stack(signals)[:, None]  # [S, 1, N]
-    dtype = next(model.parameters()).dtype
-    residual = model.encoder(audio.to(dtype)).transpose(1, 2).reshape(-1, model.config.codebook_dim)  # [frames, D]
+    encoder = copy.deepcopy(model.encoder).double()
+    residual = encoder(audio).transpose(1, 2).reshape(-1, model.config.codebook_dim)  # [frames, D]
     for layer in model.quantizer.layers:
         cb = layer.codebook
         pick = torch.randint(0, residual.shape[0], (cb.embed.shape[0],), generator=g)
-        jitter = torch.randn(cb.embed.shape, generator=g) * residual.std(dim=0, keepdim=True) * 0.1
-        cb.embed.copy_(residual[pick] + jitter)
+        jitter = torch.randn(cb.embed.shape, generator=g, dtype=torch.float64) * residual.std(dim=0, keepdim=True) * 0.1
+        embed = torch.round((residual[pick] + jitter) * 4096) / 4096  # [codebook_size, D]
+        cb.embed.copy_(embed)
         cb.embed_avg.copy_(cb.embed)
         cb.cluster_size.fill_(1.0)
-        residual = residual - cb.decode(cb.encode(residual))
+        nearest = torch.cdist(residual, embed).argmin(dim=1)
+        residual = residual - embed[nearest]
 
 
 def encodec_config_from_state(state, sample_rate: int = 32_000):
