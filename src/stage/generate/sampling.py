@@ -63,3 +63,26 @@ def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") ->
         g.manual_seed(int(seed))
         gens.append(g)
     return gens
+
+
+def combine_guidance(logits: Tensor, variations: int, guidance: float, text_guidance: float | None = None) -> Tensor:
+    """Classifier-free guidance on raw logits (STAGE_METHOD.md §5).
+
+    logits: [nb * V, ...] with the branches in blocks of V rows: cond (context + text), uncond
+    (context all pad, null text) and, for separate scales, ctx (context kept, null text).
+    nb = 1: no guidance, the logits are returned as they are.
+    nb = 2: the authors' joint scale, `uncond + guidance * (cond - uncond)`. With `text_guidance`
+      set, nb = 2 means there is no context (ctx == uncond), so the text scale is used instead.
+    nb = 3: `uncond + guidance * (ctx - uncond) + text_guidance * (cond - ctx)`.
+    Returns [V, ...].
+    """
+    V = variations
+    nb = logits.shape[0] // V
+    if nb == 1:
+        return logits
+    cond, uncond = logits[:V], logits[V : 2 * V]
+    if nb == 2:
+        scale = guidance if text_guidance is None else text_guidance
+        return uncond + scale * (cond - uncond)
+    ctx = logits[2 * V : 3 * V]
+    return uncond + guidance * (ctx - uncond) + text_guidance * (cond - ctx)
