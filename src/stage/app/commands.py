@@ -1,5 +1,50 @@
-"""CLI subcommands of stage.app (registered by stage.cli). Being written; see the open issue."""
+"""`stage studio`: start the browser studio (stage.app.studio)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = """Start the stage studio in your browser: upload a mix, pick the stem, type a prompt, set the
+tempo (auto: follow the mix's beats; a BPM: a metronome; off: the mix itself is the context),
+the number of takes and the sampling controls; see each take's waveform with the beat grid,
+listen to the stem and the stem + mix, and download both.
+
+Jobs go through a queue (--concurrency jobs at once; the model serves one at a time); uploads
+are capped by --max-upload-mb and --max-seconds. The server listens on --host (default
+127.0.0.1: this machine only; use 0.0.0.0 to serve your network).
+
+examples:
+  stage studio --model stage-drums
+  stage studio --model checkpoints/stage-bass --port 8080 --max-upload-mb 20
+  stage studio --model tiny            # random tiny model: try the UI with no downloads"""
 
 
-def register(sub) -> None:
-    """Add this package's subcommands to the `stage` parser."""
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `studio` to the `stage` parser."""
+    p = sub.add_parser("studio", help="start the browser studio", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="stage-drums", help="model name or path (default stage-drums)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload in MB (default 50)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="longest accepted mix in seconds (default 60)")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs the queue runs at once (default 1)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--work-dir", help="keep every job's files here (default: a temporary folder, removed on exit)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stage.app.studio import Studio, StudioConfig
+
+    config = StudioConfig(model=args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+                          max_seconds=args.max_seconds, concurrency=args.concurrency, device=args.device,
+                          work_dir=args.work_dir)
+    print(f"loading model {args.model} ...")
+    studio = Studio.create(config)
+    print(f"stage studio on http://{config.host}:{config.port} (Ctrl+C to stop)")
+    try:
+        studio.launch(block=True)
+    finally:
+        studio.close()
+    return 0

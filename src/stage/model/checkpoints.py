@@ -56,6 +56,7 @@ HUB_ALIASES = {
     "musicgen-large": "facebook/musicgen-large",
 }
 HF_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
+CONTEXT_ROW_SEED = 2049
 
 
 # --------------------------------------------------------------------------- reading weights
@@ -234,8 +235,9 @@ def apply_rules(rules: Iterator[Rule], source: Mapping[str, Tensor], config: LMC
         tensor = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
         want = expected[rule.target]
         if rule.target.startswith("emb.") and tensor.dim() == 2 and tensor.shape[0] == config.codebook_size + 1 and tensor.shape[1] == want[1]:
-            row = torch.empty(1, want[1])
-            torch.nn.init.kaiming_normal_(row)
+            # Seeded per table, so that loading the same file twice gives the same model.
+            g = torch.Generator().manual_seed(CONTEXT_ROW_SEED + int(rule.target.split(".")[1]))
+            row = torch.randn(1, want[1], generator=g) * (2.0 / want[1]) ** 0.5  # Kaiming normal, fan_in = D
             tensor = torch.cat([tensor, row.to(tensor.dtype)])
         if tuple(tensor.shape) != tuple(want):
             raise CheckpointError(
@@ -324,6 +326,13 @@ def load_model(
     audiocraft files default to facebook/encodec_32khz and google-t5/t5-base).
     stem: record the instrument a model generates (the authors' files do not say).
     """
+    # Known names (stage-drums, stage-bass, musicgen-small) resolve through the registry, which
+    # says where to put the weights when they are missing.
+    from stage.model.registry import resolve_known
+
+    known = resolve_known(source)
+    if known is not None:
+        source, stem = known.source, stem or known.stem
     fmt = detect_format(source)
     if fmt == "tiny":
         model = build_tiny()
