@@ -39,3 +39,20 @@ def hf_tiny(tmp_path_factory):
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder, model, tokenizer
+
+
+@pytest.fixture
+def codec_inputs(monkeypatch):
+    """Every waveform the model's codec encodes during the test, as float32 [B, 1, N] arrays (a
+    recording wrapper around the real `Codec.encode`, which still runs)."""
+    from stage.tokens.codec import Codec
+
+    seen = []
+    original = Codec.encode
+
+    def record(self, audio, *args, **kwargs):
+        seen.append(audio.detach().cpu().numpy().copy())
+        return original(self, audio, *args, **kwargs)
+
+    monkeypatch.setattr(Codec, "encode", record)
+    return seen

@@ -27,22 +27,6 @@ from stage.generate.session import CEILING
 FAST = ["--model", "tiny", "--cfg", "1"]  # no CFG: half the compute; CFG itself is covered by the generator tests
 
 
-@pytest.fixture
-def codec_inputs(monkeypatch):
-    """Every waveform the model's codec encodes during the test: float32 [B, 1, N] arrays."""
-    from stage.tokens.codec import Codec
-
-    seen = []
-    original = Codec.encode
-
-    def record(self, audio, *args, **kwargs):
-        seen.append(audio.detach().cpu().numpy().copy())
-        return original(self, audio, *args, **kwargs)
-
-    monkeypatch.setattr(Codec, "encode", record)
-    return seen
-
-
 def write_wav(path: Path, audio: np.ndarray, sr: int) -> Path:
     sf.write(str(path), audio.T, sr, subtype="PCM_16")
     return path

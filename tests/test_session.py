@@ -19,22 +19,6 @@ from stage.generate.session import CEILING, Session, TakeSettings, mix_with_head
 FAST = ["--model", "tiny", "--cfg", "1"]
 
 
-@pytest.fixture
-def codec_inputs(monkeypatch):
-    """Every waveform the model's codec encodes (a recording wrapper; the real encode runs)."""
-    from stage.tokens.codec import Codec
-
-    seen = []
-    original = Codec.encode
-
-    def record(self, audio, *args, **kwargs):
-        seen.append(audio.detach().cpu().numpy().copy())
-        return original(self, audio, *args, **kwargs)
-
-    monkeypatch.setattr(Codec, "encode", record)
-    return seen
-
-
 def run(capsys, *argv):
     rc = main([str(a) for a in argv])
     out, err = capsys.readouterr()

@@ -39,6 +39,7 @@ from stage.model.sources import (
     _seed,
     build_codec,
     build_text,
+    check_tensors,
     hub_snapshot,
     looks_like_hub_id,
     t5_config_from_state,
@@ -431,17 +432,11 @@ def load_stage_checkpoint(folder: Path, codec: str | None = None, text: str | No
     lm_state = strip_prefix(state, "lm.")
     proj = _check_proj(state, "text_proj.", str(weights))
     with torch.device("meta"):
-        expected = StageLM(config.lm).state_dict()
+        expected = {k: v.shape for k, v in StageLM(config.lm).state_dict().items()}
     for key in state:
-        if not key.startswith(("lm.", "text_proj.")) or (key.startswith("lm.") and key[3:] not in expected):
+        if not key.startswith(("lm.", "text_proj.")):
             raise CheckpointError(f"{weights}: unexpected tensor {key!r}")
-    for key, value in expected.items():
-        if key not in lm_state:
-            raise CheckpointError(f"{weights}: missing tensor {'lm.' + key!r}")
-        if tuple(lm_state[key].shape) != tuple(value.shape):
-            raise CheckpointError(
-                f"{weights}: tensor {'lm.' + key!r} has shape {tuple(lm_state[key].shape)}, expected {tuple(value.shape)}"
-            )
+    check_tensors(lm_state, expected, str(weights), prefix="lm.")
     return assemble(config, lm_state, proj, base_dir=folder)
 
 

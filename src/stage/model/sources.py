@@ -107,20 +107,36 @@ def hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
         raise CheckpointError(f"cannot fetch {repo_id!r} from the hub: {_first_line(err)}") from None
 
 
-def load_state_into(module: torch.nn.Module, state: Mapping[str, Tensor], what: str, allowed_missing=()) -> None:
-    """Strict load that reports the first offending key in one line."""
-    expected = module.state_dict()
+def check_tensors(state: Mapping[str, Tensor], expected: Mapping[str, tuple], what: str, prefix: str = "", allowed_missing=()) -> None:
+    """Refuse, naming the first offending key (as `prefix + key`), any tensor of `state` that is not
+    in `expected` or has another shape, and any expected tensor missing from `state`."""
     for name, tensor in state.items():
         if name not in expected:
-            raise CheckpointError(f"{what}: unexpected tensor {name!r}")
-        if tuple(expected[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{what}: unexpected tensor {prefix + name!r}")
+        if tuple(expected[name]) != tuple(tensor.shape):
             raise CheckpointError(
-                f"{what}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
+                f"{what}: tensor {prefix + name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[name])}"
             )
     for name in expected:
         if name not in state and name not in allowed_missing:
-            raise CheckpointError(f"{what}: missing tensor {name!r}")
+            raise CheckpointError(f"{what}: missing tensor {prefix + name!r}")
+
+
+def load_state_into(module: torch.nn.Module, state: Mapping[str, Tensor], what: str, allowed_missing=()) -> None:
+    """Strict load that reports the first offending key in one line."""
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    check_tensors(state, expected, what, allowed_missing=allowed_missing)
     module.load_state_dict(dict(state), strict=False)
+
+
+def load_pretrained(cls, source: str, base_dir: Path | None, what: str):
+    """`cls.from_pretrained` from a local folder (relative to base_dir first) or a hub id."""
+    local = resolve_dir(source, base_dir)
+    if local is not None:
+        return _load_local(cls, local, what)
+    if looks_like_hub_id(source):
+        return from_pretrained(cls, source, what)
+    raise CheckpointError(f"{what} source {source!r}: no such directory")
 
 
 # --------------------------------------------------------------------------- codec
@@ -144,13 +160,7 @@ def build_codec(config: CodecConfig, base_dir: Path | None = None, state: Mappin
             model = EncodecModel(encodec_config(**TINY_ENCODEC_CONFIG))
         init_random_codebooks(model.eval(), TINY_SEED)
     else:
-        local = resolve_dir(config.source, base_dir)
-        if local is not None:
-            model = _load_local(EncodecModel, local, "EnCodec")
-        elif looks_like_hub_id(config.source):
-            model = from_pretrained(EncodecModel, config.source, "EnCodec")
-        else:
-            raise CheckpointError(f"EnCodec source {config.source!r}: no such directory")
+        model = load_pretrained(EncodecModel, config.source, base_dir, "EnCodec")
     return Codec(model.float().eval(), config)
 
 
@@ -182,12 +192,7 @@ def load_tokenizer(source: str, base_dir: Path | None = None):
 
     if source == "tiny":
         return AutoTokenizer.from_pretrained(str(TINY_TOKENIZER), local_files_only=True)
-    local = resolve_dir(source, base_dir)
-    if local is not None:
-        return _load_local(AutoTokenizer, local, "tokenizer")
-    if looks_like_hub_id(source):
-        return from_pretrained(AutoTokenizer, source, "T5 tokenizer")
-    raise CheckpointError(f"tokenizer source {source!r}: no such directory")
+    return load_pretrained(AutoTokenizer, source, base_dir, "T5 tokenizer")
 
 
 def build_text(
@@ -215,13 +220,7 @@ def build_text(
         with _seed(TINY_SEED + 1):
             encoder = T5EncoderModel(tiny_t5_config(len(tokenizer), config.dim))
     else:
-        local = resolve_dir(config.source, base_dir)
-        if local is not None:
-            encoder = _load_local(T5EncoderModel, local, "T5 encoder")
-        elif looks_like_hub_id(config.source):
-            encoder = from_pretrained(T5EncoderModel, config.source, "T5 encoder")
-        else:
-            raise CheckpointError(f"T5 source {config.source!r}: no such directory")
+        encoder = load_pretrained(T5EncoderModel, config.source, base_dir, "T5 encoder")
     if encoder.config.d_model != config.dim:
         raise CheckpointError(f"T5 width is {encoder.config.d_model}, config says text.dim = {config.dim}")
     return TextConditioner(encoder.float().eval(), tokenizer, dim, config.max_tokens)

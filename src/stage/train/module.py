@@ -26,9 +26,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from stage.errors import CheckpointError, ConfigError
+from stage.errors import ConfigError
 from stage.model.config import LMConfig
 from stage.model.lm import StageLM
+from stage.model.sources import check_tensors
 from stage.text import TextCondition, word_dropout
 from stage.tokens.layout import TrainingLayout, build_training_layout, left_pad, masked_cross_entropy, target_logits
 from stage.train.config import ModelSection, TrainConfig
@@ -288,18 +289,8 @@ class StageTrainingModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("state_dict", {})
-        expected = [k for k in self.state_dict() if k.startswith(TRAINED_PREFIXES)]
-        missing = [k for k in expected if k not in state]
-        if missing:
-            raise CheckpointError(f"resume checkpoint lacks trained tensor {missing[0]!r} (a different model?)")
-        own = self.state_dict()
-        for key, value in state.items():
-            if key not in own:
-                raise CheckpointError(f"resume checkpoint has unexpected tensor {key!r} (a different model?)")
-            if tuple(own[key].shape) != tuple(value.shape):
-                raise CheckpointError(
-                    f"resume checkpoint tensor {key!r} has shape {tuple(value.shape)}, the model has {tuple(own[key].shape)}"
-                )
+        trained = {k: v.shape for k, v in self.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
+        check_tensors(state, trained, "resume checkpoint (of a different model?)")
         self.micro_batches = int(checkpoint.get(PROGRESS_KEY, 0))
 
 
