@@ -375,3 +375,13 @@ def test_authors_file_needs_the_t5_tokenizer_and_says_so_offline(authors_file, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OfflineError, match="google-t5/t5-base"):
         stage.load_model(path)  # no tokenizer given: the default is t5-base from the hub
+
+
+def test_convert_to_an_unwritable_place_fails_cleanly(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["convert", "tiny", "--out", str(blocker / "out")]) == 2  # a path under a regular file
+    assert "not writable" in capsys.readouterr().err
+    assert main(["convert", "tiny", "--out", "/proc/stage-out"]) == 2
+    err = capsys.readouterr().err
+    assert "not writable" in err and err.count("\n") == 1

@@ -628,8 +628,11 @@ def check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     existing = parent
     while not existing.exists():
         existing = existing.parent
-    if not os.access(existing, os.W_OK):
-        raise CheckpointError(f"{existing}: not writable")
+    try:  # a real probe: os.access says yes to root even where writes fail (/proc, read-only mounts)
+        with tempfile.TemporaryFile(dir=existing, prefix=".stage-probe-"):
+            pass
+    except OSError as err:
+        raise CheckpointError(f"{existing}: not writable ({err.strerror or err})") from None
     return out
 
 
