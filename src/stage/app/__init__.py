@@ -1,1 +1,1 @@
-"""app"""
+"""The web studio (`stage studio`): a Gradio app over `StageModel.generate` (see `studio.py`)."""
