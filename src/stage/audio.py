@@ -10,12 +10,12 @@ then a rename, so an interrupted write never leaves a partial file or clobbers a
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from stage.errors import AudioError
+from stage.files import atomic_write, probe_writable
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
@@ -127,12 +127,6 @@ def _load_fallback(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
     return as_channels_first(y, str(path)), int(sr)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _reason(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -152,16 +146,10 @@ def save_audio(path: str | os.PathLike, audio, sample_rate: int, overwrite: bool
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise AudioError(f"{folder}: output folder does not exist")
-    if not os.access(folder, os.W_OK):
-        raise AudioError(f"{folder}: output folder is not writable")
-    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
     try:
-        sf.write(tmp, np.clip(x, -1.0, 1.0).T, sample_rate, format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        probe_writable(folder)
+    except OSError as err:
+        raise AudioError(f"{folder}: output folder is not writable ({err.strerror or err})") from None
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    data = np.clip(x, -1.0, 1.0).T
+    return atomic_write(path, lambda f: sf.write(f, data, sample_rate, format=fmt, subtype=subtype), binary=True)

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,6 +35,7 @@ import numpy as np
 
 from stage.data.datasets import DEFAULT_VALID_SONGS, Song, list_songs
 from stage.errors import AudioError, StageError
+from stage.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def prepare_manifest(root, format: str, out, *, beats: str = "auto", stem_map: d
     skipped.sort()
     top = {"stage_manifest": FORMAT_VERSION, "dataset": format, "root": str(root), "options": options,
            "songs": len(lines), "skipped": [{"id": i, "reason": r} for i, r in skipped]}
-    _write_atomic(final, "".join(line + "\n" for line in [_dumps(top), *lines]))
+    atomic_write_text(final, "".join(line + "\n" for line in [_dumps(top), *lines]))
     partial.unlink(missing_ok=True)
     return PrepareResult(path=final, songs=len(lines), skipped=skipped, resumed=len(reusable))
 
@@ -411,16 +411,3 @@ def _analyse_all(songs: list[Song], root: Path, beats: str,
             yield futures[future], record, reason
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

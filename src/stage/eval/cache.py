@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from stage.files import atomic_write
 
 FORMAT = "stage-embedding-cache"
 VERSION = 1
@@ -86,16 +86,5 @@ class EmbeddingCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         header = json.dumps({"format": FORMAT, "version": VERSION, "entries": self.meta})
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{META: np.asarray(header)}, **self.entries)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, lambda f: np.savez(f, **{META: np.asarray(header)}, **self.entries), binary=True)
         self.dirty = False

@@ -19,11 +19,11 @@ import html
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from stage.errors import StageError
 from stage.eval.pipeline import EvalReport
+from stage.files import atomic_write_text
 
 SUMMARY_LABELS = {
     "eval/beat_f1": "beat F1",
@@ -66,32 +66,12 @@ def check_outputs(out: str | os.PathLike, overwrite: bool = False) -> tuple[Path
     return paths
 
 
-def default_mode() -> int:
-    """Permissions a plain `open()` would give a new file (0666 minus the umask); mkstemp's
-    temporary files are 0600, which would make reports unreadable to the user's group."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: EvalReport, out: str | os.PathLike, overwrite: bool = False) -> tuple[Path, Path, Path]:
     """Write report.json, report.md and report.html; returns their paths."""
     json_path, md_path, html_path = check_outputs(out, overwrite)
-    _write_text(json_path, json.dumps(report.to_dict(), indent=2, allow_nan=False, default=_json_default) + "\n")
-    _write_text(md_path, render_markdown(report))
-    _write_text(html_path, render_html(report))
+    atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, allow_nan=False, default=_json_default) + "\n")
+    atomic_write_text(md_path, render_markdown(report))
+    atomic_write_text(html_path, render_html(report))
     return json_path, md_path, html_path
 
 

@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -47,6 +45,7 @@ import numpy as np
 
 from stage.audio import as_channels_first, check_rate, fit_length, load_audio, resample, save_audio
 from stage.errors import AudioError, StageError
+from stage.files import atomic_write_text, probe_writable
 from stage.generate.params import GenerationParams
 from stage.model.registry import check_stem
 
@@ -462,9 +461,7 @@ def ensure_writable_dir(folder: Path) -> bool:
         except OSError as err:
             raise StageError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
     try:
-        fd, probe = tempfile.mkstemp(prefix=".stage-write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as err:
         if created:
             shutil.rmtree(folder, ignore_errors=True)
@@ -486,19 +483,7 @@ def write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise StageError(f"{path}: already exists (use --force to overwrite)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_takes(takeset: TakeSet, out_dir: Path, prefix: str, force: bool = False, extra: dict | None = None) -> list[WrittenTake]:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from stage.errors import CheckpointError, ConfigError
+from stage.files import probe_writable
 from stage.model.config import T5_BASE, CodecConfig, LMConfig, StageConfig, TextConfig, preset
 from stage.model.lm import StageLM
 from stage.model.sources import (
@@ -628,9 +629,8 @@ def check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     existing = parent
     while not existing.exists():
         existing = existing.parent
-    try:  # a real probe: os.access says yes to root even where writes fail (/proc, read-only mounts)
-        with tempfile.TemporaryFile(dir=existing, prefix=".stage-probe-"):
-            pass
+    try:
+        probe_writable(existing)
     except OSError as err:
         raise CheckpointError(f"{existing}: not writable ({err.strerror or err})") from None
     return out

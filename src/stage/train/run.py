@@ -33,6 +33,7 @@ import lightning as L
 import torch
 
 from stage.errors import ConfigError, StageError
+from stage.files import atomic_write_text
 from stage.train.config import TrainConfig
 
 RUN_CONFIG = "train.yaml"
@@ -98,13 +99,8 @@ def resolve_resume(path: str | os.PathLike) -> tuple[Path, Path | None]:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    import tempfile
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 # --------------------------------------------------------------------------- stage checkpoints

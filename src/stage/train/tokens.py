@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from stage.data.example import CONTEXT_KINDS, TokenExample
 from stage.errors import StageError
+from stage.files import atomic_write, atomic_write_text
 
 FORMAT_NAME = "stage-tokens"
 FORMAT_VERSION = 1
@@ -149,9 +149,9 @@ class TokenWriter:
             return
         name = f"shard-{len(self._shards):05d}"
         codes = np.concatenate(self._codes, axis=1) if self._codes else np.zeros((self.num_codebooks, 0), np.uint16)
-        _atomic_write(self.folder / f"{name}.npy", lambda f: np.save(f, codes, allow_pickle=False))
+        atomic_write(self.folder / f"{name}.npy", lambda f: np.save(f, codes, allow_pickle=False), binary=True)
         text = "".join(json.dumps(m) + "\n" for m in self._meta)
-        _atomic_write(self.folder / f"{name}.jsonl", lambda f: f.write(text.encode()))
+        atomic_write_text(self.folder / f"{name}.jsonl", text)
         self._shards.append({"codes": f"{name}.npy", "meta": f"{name}.jsonl", "examples": len(self._meta), "frames": self._frames})
         self._codes, self._meta, self._frames = [], [], 0
 
@@ -169,20 +169,9 @@ class TokenWriter:
             "examples": sum(s["examples"] for s in self._shards),
             "shards": self._shards,
         }
-        _atomic_write(self.folder / INDEX_FILE, lambda f: f.write((json.dumps(index, indent=1) + "\n").encode()))
+        atomic_write_text(self.folder / INDEX_FILE, json.dumps(index, indent=1) + "\n")
         self._closed = True
         return self.folder
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_index(folder: str | os.PathLike) -> dict:

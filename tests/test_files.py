@@ -1,0 +1,38 @@
+"""Atomic writes keep the old file on failure, leave no temporary file, and use normal permissions."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from stage.files import atomic_write, atomic_write_text, default_mode, probe_writable
+
+
+def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "report.json"
+    atomic_write_text(target, "old\n")
+
+    def boom(f):
+        f.write("half a repo")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, boom)
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_written_files_get_umask_permissions_not_0600(tmp_path):
+    target = atomic_write(tmp_path / "codes.bin", lambda f: f.write(b"\x00\x01"), binary=True)
+    assert target.read_bytes() == b"\x00\x01"
+    assert os.stat(target).st_mode & 0o777 == default_mode()
+
+
+def test_probe_refuses_a_file_as_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError):
+        probe_writable(blocker)
+    probe_writable(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
