@@ -11,7 +11,9 @@ A manifest is one JSON-lines file, `DIR/manifest.jsonl`:
 
 Beats and downbeats are tracked on the song's full mix (every stem summed, mono) with madmom's
 downbeat tracker (librosa as a fallback), replacing the authors' unshipped Beat This! step
-(STAGE_METHOD.md §4 step 1, §9). A song whose audio cannot be read is skipped with its reason
+(STAGE_METHOD.md §4 step 1, §9). Songs rendered by `stage synth` (a meta.json of format
+"stage-band" in the song folder) take their exact beats, downbeats and caption from it instead
+(beat_source "stage-band"). A song whose audio cannot be read is skipped with its reason
 in the header, never turned into silence (§9: the authors' loader made unreadable audio zeros).
 
 Interrupting is safe: each finished song is appended (flush + fsync) to `manifest.jsonl.partial`,
@@ -27,7 +29,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -198,8 +200,9 @@ def analyse_song(song: Song, root: Path, beats: str) -> SongRecord:
     unreadable or every stem is silent; a mix with no detectable beats keeps empty beats.
     """
     from stage.audio import is_silent, load_audio, resample, to_mono
-    from stage.data.beats import track_beats
+    from stage.data.beats import BeatGrid, track_beats
 
+    band = band_meta(song)
     rate = MADMOM_RATE if beats == "madmom" else LIBROSA_RATE
     stems: dict[str, tuple[StemFile, ...]] = {}
     peaks: dict[str, float] = {}
@@ -217,7 +220,10 @@ def analyse_song(song: Song, root: Path, beats: str) -> SongRecord:
         raise AudioError("every stem is silent")
     seconds = max(f.seconds for files in stems.values() for f in files)
     grid = None
-    if beats != "none":
+    if band is not None:  # the score's grid is exact: no tracker
+        grid = BeatGrid(np.asarray(band["beats"], float), np.asarray(band["downbeats"], float), float(band["bpm"]),
+                        int(band["beats_per_bar"]), "stage-band")
+    elif beats != "none":
         try:
             grid = track_beats(mix, rate, method=beats)
         except AudioError:
@@ -228,8 +234,22 @@ def analyse_song(song: Song, root: Path, beats: str) -> SongRecord:
         beats=np.round(grid.beats, 4) if grid else np.zeros(0),
         downbeats=np.round(grid.downbeats, 4) if grid else np.zeros(0),
         bpm=round(float(grid.bpm), 3) if grid else None, beats_per_bar=int(grid.beats_per_bar) if grid else None,
-        beat_source=beats,
+        beat_source=grid.source if band is not None else beats,
     )
+
+
+def band_meta(song: Song) -> dict | None:
+    """The meta.json `stage synth` wrote next to a folder-format song's stems, or None."""
+    if song.dataset != "folder" or not song.stems:
+        return None
+    first = next(iter(song.stems.values()))[0]
+    try:
+        meta = json.loads((Path(first).parent / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != "stage-band" or not meta.get("beats"):
+        return None
+    return meta
 
 
 def _add(total: np.ndarray | None, x: np.ndarray) -> np.ndarray:
@@ -281,6 +301,7 @@ def prepare_manifest(root, format: str, out, *, beats: str = "auto", stem_map: d
     report = report or log.warning
     beats = resolve_beat_method(beats)
     songs = list_songs(root, format, stem_map=stem_map, valid_songs=valid_songs)
+    songs = [replace(s, caption=m["caption"]) if (m := band_meta(s)) and m.get("caption") else s for s in songs]
     root = Path(root).expanduser().resolve()
     out = Path(out).expanduser()
     _prepare_out_dir(out)
