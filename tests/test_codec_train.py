@@ -1,0 +1,125 @@
+"""The codec trainer (`stage train-codec`): real Lightning steps on two tiny songs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from stage.cli import main
+from stage.model.config import CodecConfig
+from stage.model.sources import build_codec
+from stage.train.codec import CodecTrainConfig, EmaRVQ, kmeans, perplexity, train_codec
+
+SR = 32_000
+
+
+def write_songs(root, seconds=2.0):
+    """Two songs, each a drums stem (noise bursts on a grid), a bass stem (a sine riff) and their mix."""
+    rng = np.random.default_rng(0)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    for s, (bpm, root_hz) in enumerate(((120, 55.0), (95, 73.4))):
+        song = root / f"song-{s}"
+        song.mkdir(parents=True)
+        drums = np.zeros(n, np.float32)
+        for beat in np.arange(0, seconds, 60 / bpm / 2):
+            i = int(beat * SR)
+            hit = rng.standard_normal(min(1500, n - i)) * np.exp(-np.arange(min(1500, n - i)) / 250)
+            drums[i:i + len(hit)] += 0.5 * hit
+        bass = (0.3 * np.sin(2 * np.pi * root_hz * (1 + (t % 1 > 0.5) * 0.5) * t)).astype(np.float32)
+        for name, x in (("drums", drums), ("bass", bass), ("mix", drums + bass)):
+            sf.write(song / f"{name}.wav", x, SR, subtype="FLOAT")
+
+
+def small_config(tmp_path, **kw):
+    return CodecTrainConfig(
+        data=(str(tmp_path / "songs"),), out=str(tmp_path / "run"), max_steps=30, batch_size=4,
+        segment_seconds=0.2, num_filters=4, hidden_size=16, num_lstm_layers=1, lr=3e-3, threads=1,
+        log_every=5, checkpoint_every=5, kmeans_batches=4, ema_decay=0.9, **kw,
+    )
+
+
+def test_trainer_learns_and_the_codec_loader_reads_it(tmp_path):
+    write_songs(tmp_path / "songs")
+    config = small_config(tmp_path)
+
+    result = train_codec(config, progress_bar=False)
+
+    assert result.steps == 30
+    rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2]), losses
+    # Every codebook is in use (more than one code over the last 5 steps).
+    perp = [float(rows[-1][f"vq/perplexity_q{k}"]) for k in range(4)]
+    assert all(p > 1.2 for p in perp), perp
+
+    codec = build_codec(CodecConfig(source=str(result.model_dir), codebook_size=1024))
+    from transformers import EncodecModel
+
+    # The EMA moved every codebook between step 5 and step 30.
+    early = EncodecModel.from_pretrained(str(tmp_path / "run" / "checkpoints" / "step-5"))
+    for k in range(4):
+        a = codec.model.quantizer.layers[k].codebook.embed
+        b = early.quantizer.layers[k].codebook.embed
+        assert (a - b).abs().max() > 1e-4, k
+    x, _ = sf.read(tmp_path / "songs" / "song-0" / "mix.wav", dtype="float32")
+    audio = torch.from_numpy(x[: SR // 2])[None, None]
+    codes = codec.encode(audio)
+    assert codes.shape == (1, 4, 25) and int(codes.max()) < 1024
+    assert codec.decode(codes).shape == (1, 1, 25 * 640)
+
+    # Our training-time quantizer assigns the same codes as transformers' EnCodec encode.
+    z = codec.model.encoder(audio)
+    rvq = EmaRVQ(codec.model.quantizer, 4, 0.99, 0.1, seed=0)
+    _, ours, _, _ = rvq.quantize(z, training=False)
+    assert torch.equal(ours[:, 0], codes[0])
+
+
+def test_resume_continues_the_step_count(tmp_path):
+    write_songs(tmp_path / "songs")
+    first = small_config(tmp_path).to_dict()
+    train_codec(CodecTrainConfig.from_dict({**first, "max_steps": 5}), progress_bar=False)
+    config = CodecTrainConfig.from_dict({**first, "max_steps": 8})
+    result = train_codec(config, resume=True, progress_bar=False)
+    assert result.steps == 8
+    assert json.loads((tmp_path / "run" / "train-codec.json").read_text())["max_steps"] == 8
+
+
+def test_kmeans_and_perplexity():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(50, 2, generator=g) for c in centres])
+    found, counts = kmeans(x, 3, 10, g)
+    assert sorted(counts.tolist()) == [50, 50, 50]
+    assert torch.cdist(found, centres).min(dim=1).values.max() < 0.1
+    assert perplexity(torch.tensor([5.0, 5.0, 5.0, 5.0])) == pytest.approx(4.0)
+    assert perplexity(torch.tensor([7.0, 0.0, 0.0])) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train-codec"], "--data DIR is required"),
+    (["train-codec", "--data", "/nonexistent-folder"], "no such folder"),
+    (["train-codec", "--data", ".", "--max-steps", "0"], "--max-steps must be >= 1"),
+    (["train-codec", "--resume", "/nonexistent-run"], "no train-codec.json"),
+])
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, message):
+    argv = [a if a != "." else str(tmp_path) for a in argv]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_existing_run_is_never_replaced_without_force(tmp_path, capsys):
+    write_songs(tmp_path / "songs")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    assert main(["train-codec", "--data", str(tmp_path / "songs"), "--out", str(tmp_path / "run")]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
