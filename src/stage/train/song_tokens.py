@@ -1,0 +1,109 @@
+"""Song-level tokenisation: encode each song's arrays once, then cut many examples from the codes.
+
+`stage tokenize` (stage.train.tokens) encodes every example's audio with EnCodec, one draw at a
+time: right for a big codec on a GPU with a few draws per song, but on a CPU it re-encodes the
+same seconds of a song for every example that overlaps them. For small corpora trained for many
+steps (STAGE-mini), this path encodes, once per song:
+
+- the target stem;
+- the context mix: the song's mix minus the target stem (the sum of every other stem);
+- with `metronome_prob` > 0, the click track of the song's own beats and downbeats (§4: it
+  REPLACES the mix as context, it is never mixed in);
+
+and then cuts `examples_per_song` aligned windows out of the codes: context and target start at
+the same frame, each `window_seconds` long (a fixed context length, so the target frame t always
+sits a fixed distance after its context frame t). Windows whose target is silent (absolute audio
+peak below `silence_threshold`) are redrawn. Codes of a window cut from a whole-song encoding
+differ from an encoding of the window alone only within EnCodec's receptive field at the edges.
+
+Determinism: example j of song i depends only on (seed, i, j) and the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from stage.audio import resample
+from stage.data.example import TokenExample
+from stage.data.manifest import Manifest, SongRecord
+from stage.data.metronome import render_clicks
+from stage.errors import StageError
+
+
+def load_stem(manifest: Manifest, song: SongRecord, stem: str, sample_rate: int, num_samples: int) -> np.ndarray:
+    """The summed, mono, `sample_rate` audio of one stem of a song, padded/cut to num_samples."""
+    import soundfile as sf
+
+    total = np.zeros(num_samples, np.float32)
+    for file in song.stems.get(stem, ()):
+        x, sr = sf.read(manifest.resolve(file), dtype="float32", always_2d=True)
+        x = x.mean(axis=1)  # the authors' down-mix
+        if sr != sample_rate:
+            x = resample(x, sr, sample_rate)
+        n = min(num_samples, len(x))
+        total[:n] += x[:n]
+    return total
+
+
+def song_examples(manifest: Manifest, codec, target_stem: str, examples_per_song: int, window_seconds: float,
+                  metronome_prob: float = 0.0, seed: int = 0, split: str | None = "train",
+                  silence_threshold: float = 0.01, max_tries: int = 20,
+                  progress=None) -> Iterator[TokenExample]:
+    """Yield `examples_per_song` TokenExamples per song of `split` (see the module docstring).
+
+    codec: a stage `Codec` (its encode maps [1, 1, N] -> [1, K, T]). progress: called once per
+    song with its id (e.g. a tqdm update)."""
+    sr, hop = codec.sample_rate, codec.hop_length
+    window = int(round(window_seconds * codec.frame_rate))  # frames
+    if window < 1:
+        raise StageError(f"window_seconds {window_seconds} is shorter than one codec frame")
+    songs = manifest.select(split)
+    if not songs:
+        raise StageError(f"the manifest has no {split or 'any'} songs")
+    for i, song in enumerate(songs):
+        if target_stem not in song.stems:
+            if progress:
+                progress(song.id)
+            continue
+        n = int(round(song.seconds * sr))
+        frames = -(-n // hop)
+        if frames < window:
+            if progress:
+                progress(song.id)
+            continue
+        target = load_stem(manifest, song, target_stem, sr, n)
+        others = [s for s in song.stems if s != target_stem]
+        context = sum((load_stem(manifest, song, s, sr, n) for s in others), np.zeros(n, np.float32))
+        codes = {"target": encode(codec, target), "mix": encode(codec, context)}
+        if metronome_prob > 0 and len(song.beats):
+            clicks = render_clicks(np.asarray(song.beats), np.asarray(song.downbeats), song.seconds, sr)
+            codes["metronome"] = encode(codec, clicks[:n])
+        for j in range(examples_per_song):
+            rng = np.random.default_rng([seed, i, j])
+            start = None
+            for _ in range(max_tries):
+                s = int(rng.integers(frames - window + 1))
+                if np.abs(target[s * hop:(s + window) * hop]).max() >= silence_threshold:
+                    start = s
+                    break
+            if start is None:
+                continue
+            kind = "metronome" if "metronome" in codes and rng.random() < metronome_prob else "mix"
+            yield TokenExample(
+                target=codes["target"][:, start:start + window],
+                context=codes[kind][:, start:start + window],
+                caption=song.caption, song=song.id, context_kind=kind,
+            )
+        if progress:
+            progress(song.id)
+
+
+@torch.no_grad()
+def encode(codec, audio: np.ndarray) -> np.ndarray:
+    """float32 [N] -> int codes [K, ceil(N / hop)]."""
+    device = next(codec.parameters()).device
+    return codec.encode(torch.from_numpy(np.ascontiguousarray(audio))[None, None].to(device))[0].cpu().numpy()
+

@@ -1,0 +1,87 @@
+"""Song-level tokenisation (`stage tokenize --per-song`): aligned windows cut from whole-song codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import make_fake_folder_dataset
+from stage.cli import main
+from stage.data.manifest import load_manifest, prepare_manifest
+from stage.data.metronome import render_clicks
+from stage.train.song_tokens import load_stem
+from stage.train.tokens import TokenDataset
+
+WINDOW = 1.0  # seconds
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = make_fake_folder_dataset(tmp_path_factory.mktemp("songs"), songs=2, seconds=4.0, sample_rate=32_000,
+                                    files={"drums": "drums", "bass": "bass", "keyboard": "keys"})
+    out = tmp_path_factory.mktemp("manifest")
+    prepare_manifest(root, "folder", out, beats="librosa", valid_songs=0, progress=False)
+    return load_manifest(out)
+
+
+def tokenize(manifest, out, *extra):
+    return main(["tokenize", str(manifest.path), "--model", "tiny", "--stem", "drums", "--per-song", "6",
+                 "--out", str(out), "--quiet", "--sample", f"window_seconds={WINDOW}", *extra])
+
+
+def offset_of(window: np.ndarray, codes: np.ndarray) -> list[int]:
+    """Every frame offset where `window` [K, W] appears in `codes` [K, T]."""
+    W = window.shape[1]
+    return [s for s in range(codes.shape[1] - W + 1) if np.array_equal(codes[:, s:s + W], window)]
+
+
+def test_examples_are_aligned_windows_of_whole_song_codes(manifest, tiny_model, tmp_path, capsys):
+    assert tokenize(manifest, tmp_path / "tokens", "metronome_prob=0.5") == 0
+    assert "wrote 12 examples" in capsys.readouterr().out
+    tokens = TokenDataset(tmp_path / "tokens")
+    codec = tiny_model.codec
+    sr = codec.sample_rate
+    whole = {}
+    for song in manifest.select("train"):
+        n = int(round(song.seconds * sr))
+        target = load_stem(manifest, song, "drums", sr, n)
+        mix = sum(load_stem(manifest, song, s, sr, n) for s in song.stems if s != "drums")
+        clicks = render_clicks(song.beats, song.downbeats, song.seconds, sr)[:n]
+        enc = lambda x: codec.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None])[0].numpy()  # noqa: E731
+        whole[song.id] = {"target": enc(target), "mix": enc(mix), "metronome": enc(clicks)}
+    captions = {song.id: song.caption for song in manifest.songs}
+    kinds = set()
+    for i in range(len(tokens)):
+        ex = tokens[i]
+        assert ex.target.shape == ex.context.shape == (4, int(WINDOW * codec.frame_rate))
+        codes = whole[ex.song]
+        starts = offset_of(ex.target, codes["target"])
+        assert starts, f"example {i} is not a window of its song's target codes"
+        # The context starts at the same frame as the target (one of the matching offsets).
+        assert any(np.array_equal(codes[ex.context_kind][:, s:s + ex.context.shape[1]], ex.context) for s in starts)
+        kinds.add(ex.context_kind)
+        assert ex.caption == captions[ex.song]
+    assert kinds == {"mix", "metronome"}
+
+
+def test_the_same_seed_gives_the_same_examples_and_another_seed_others(manifest, tmp_path):
+    assert tokenize(manifest, tmp_path / "a", "metronome_prob=0") == 0
+    assert tokenize(manifest, tmp_path / "b", "metronome_prob=0") == 0
+    assert tokenize(manifest, tmp_path / "c", "metronome_prob=0", "--seed", "3") == 0
+    a, b, c = (TokenDataset(tmp_path / x) for x in "abc")
+    assert all(np.array_equal(a[i].target, b[i].target) for i in range(len(a)))
+    assert any(not np.array_equal(a[i].target, c[i].target) for i in range(len(a)))
+    assert {a[i].context_kind for i in range(len(a))} == {"mix"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "give one of --examples N or --per-song N"),
+    (["--per-song", "0"], "--per-song must be >= 1"),
+])
+def test_bad_counts_are_one_line_errors(manifest, tmp_path, capsys, extra, message):
+    argv = ["tokenize", str(manifest.path), "--model", "tiny", "--stem", "drums", "--out", str(tmp_path / "t"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "t").exists()
