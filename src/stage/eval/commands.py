@@ -21,6 +21,10 @@ its inputs are missing; metrics you name must run):
   cocola   COCOLA context/stem coherence (needs --contexts and --cocola-checkpoint)
   clap     CLAP text-audio similarity (needs --clap-checkpoint and prompts: --prompt TEXT or a
            NAME.txt next to each generated NAME.wav)
+  chords   bass coherence: the share of the stem's voiced pyin frames whose pitch class is a tone
+           of the chord of the moment; chords from --beats FILE entries that carry "chords" (a
+           `stage synth` meta.json does), else madmom's chord recogniser on --contexts (skipped
+           with a note when madmom is not installed)
 
 reference grid for beat/onset, first that applies: --bpm N (a metronome, as with
 `stage generate --bpm N`), --beats FILE (JSON {"beats": [...], "downbeats": [...]}, a
@@ -59,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--contexts", metavar="DIR", help="folder of the contexts (mixes) the stems were generated for")
     p.add_argument("--out", required=True, metavar="FILE.json", help="report path; .md and .html are written next to it")
     p.add_argument("--force", action="store_true", help="replace existing report files")
-    p.add_argument("--metrics", type=_csv, metavar="LIST", help="beat,onset,fad,kad,cocola,clap (default beat,onset,fad,kad)")
+    p.add_argument("--metrics", type=_csv, metavar="LIST", help="beat,onset,fad,kad,cocola,clap,chords (default beat,onset,fad,kad)")
     p.add_argument("--embedder", type=_csv, default=("logmel",), metavar="LIST",
                    help="embeddings for FAD/KAD: logmel,encodec,clap,vggish,mert (default logmel)")
     p.add_argument("--pooling", choices=("frames", "mean"), default="frames",

@@ -43,7 +43,7 @@ from stage.eval.cache import EmbeddingCache, default_cache_path
 from stage.eval.distribution import POOLINGS, frechet_distance, kernel_audio_distance, pool_embeddings
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".m4a", ".opus")
-METRICS = ("beat", "onset", "fad", "kad", "cocola", "clap")
+METRICS = ("beat", "onset", "fad", "kad", "cocola", "clap", "chords")
 DEFAULT_METRICS = ("beat", "onset", "fad", "kad")
 DEFAULT_EXCLUDE = ("*_mix.*",)
 SEPARATORS = "_-."
@@ -108,6 +108,7 @@ class FileResult:
     onset: dict | None = None
     cocola: float | None = None
     clap: float | None = None
+    chords: dict | None = None  # bass coherence: chord-tone share and where the chords came from
     prompt: str | None = None
     grid: dict | None = None  # reference and detected beats/downbeats, span
     notes: list[str] = field(default_factory=list)
@@ -198,8 +199,9 @@ def _grid_from(obj, where: str):
     return BeatGrid(beats, downbeats, bpm_of(beats) or 0.0, int(meter) if isinstance(meter, int) else 4, "file")
 
 
-def load_beats_file(path: str | os.PathLike) -> dict:
-    """Read a beats JSON / JSON-lines file -> {name or "*": BeatGrid} (see the module docstring)."""
+def load_entries(path: str | os.PathLike) -> dict:
+    """Read a beats JSON / JSON-lines file -> {name or "*": its JSON object} (see the module
+    docstring); each object carries `beats` and maybe `downbeats`, `beats_per_bar`, `chords`."""
     p = Path(path)
     if not p.is_file():
         raise StageError(f"beats file {p} does not exist")
@@ -213,19 +215,24 @@ def load_beats_file(path: str | os.PathLike) -> dict:
         except json.JSONDecodeError as err:
             raise StageError(f"{p}: not JSON or JSON lines (line {err.lineno}: {err.msg})") from None
     if rows is None and isinstance(obj, dict) and "beats" in obj:
-        return {"*": _grid_from(obj, str(p))}
+        return {"*": obj}
     if rows is None and isinstance(obj, dict):
-        return {_entry_name(k): _grid_from(v, f"{p}: {k}") for k, v in obj.items()}
+        return {_entry_name(k): v for k, v in obj.items()}
     rows = rows if rows is not None else obj
     if not isinstance(rows, list) or not rows:
         raise StageError(f"{p}: expected beats, a name -> beats object, or JSON lines with name/song and beats")
-    grids = {}
+    entries = {}
     for i, row in enumerate(rows):
         name = row.get("name") or row.get("song") if isinstance(row, dict) else None
         if not name:
             raise StageError(f"{p}: row {i + 1} has no 'name' or 'song'")
-        grids[_entry_name(name)] = _grid_from(row, f"{p}: row {i + 1}")
-    return grids
+        entries[_entry_name(name)] = row
+    return entries
+
+
+def load_beats_file(path: str | os.PathLike) -> dict:
+    """Read a beats JSON / JSON-lines file -> {name or "*": BeatGrid} (see the module docstring)."""
+    return {k: _grid_from(v, f"{path}: {k}" if k != "*" else str(path)) for k, v in load_entries(path).items()}
 
 
 def _entry_name(name) -> str:
@@ -322,6 +329,8 @@ def evaluate(config: EvalConfig, progress: bool = True) -> EvalReport:
         _cocola(run, generated, files, pairs)
     if "clap" in run.metrics:
         _clap(run, generated, files)
+    if "chords" in run.metrics:
+        _chords(run, generated, files, pairs)
     distributions = _distributions(run, generated) if {"fad", "kad"} & set(run.metrics) else {}
 
     summary = _summary(files, distributions)
@@ -389,6 +398,35 @@ def _cocola(run: _Run, generated, files, pairs) -> None:
         ctx_audio, ctx_sr = run.load(pairs[g])
         audio, sr = run.load(g)
         f.cocola = scorer.score(ctx_audio, ctx_sr, audio, sr)
+
+
+def _chords(run: _Run, generated, files, pairs) -> None:
+    """Chord-tone share of each (bass) stem. Chords come from the beats file's entry when it has
+    `chords` (a `stage synth` meta.json has them), else from madmom's chord recogniser run on
+    the paired context; without either the metric is skipped with a note."""
+    from stage.eval.harmony import chord_spans, chord_tone_share, recognise_chords
+
+    entries = load_entries(run.c.beats_file) if run.c.beats_file else {}
+    cache: dict = {}
+    for g, f in _progress(list(zip(generated, files)), "chords", run.progress):
+        name = match_name(g.stem, [k for k in entries if k != "*"]) or ("*" if "*" in entries else None)
+        chords, source = None, None
+        if name is not None and entries[name].get("chords"):
+            chords, source = chord_spans(entries[name]["chords"]), "file"
+        elif g in pairs:
+            if pairs[g] not in cache:
+                audio, sr = run.load(pairs[g])
+                try:
+                    cache[pairs[g]] = recognise_chords(audio.mean(axis=0), sr)
+                except StageError as err:
+                    return run.skip("chords", f"skipped: chords: {err}")
+            chords, source = cache[pairs[g]], "madmom"
+        if chords is None:
+            return run.skip("chords", "skipped: chords: needs chords in --beats FILE or --contexts DIR with madmom")
+        audio, sr = run.load(g)
+        h = chord_tone_share(audio.mean(axis=0), sr, chords)
+        f.chords = {"chord_tone_share": None if h.voiced_frames == 0 else h.chord_tone_share,
+                    "voiced_frames": h.voiced_frames, "source": source}
 
 
 def _prompt_for(run: _Run, g: Path) -> str | None:
@@ -516,6 +554,8 @@ def _summary(files: list[FileResult], distributions: dict) -> dict:
         s["eval/cocola"] = _mean(f.cocola for f in files)
     if any(f.clap is not None for f in files):
         s["eval/clap_text"] = _mean(f.clap for f in files)
+    if any(f.chords for f in files):
+        s["eval/chord_tone_share"] = _mean(f.chords["chord_tone_share"] for f in files if f.chords)
     for name, entry in distributions.items():
         if "fad" in entry:
             s[f"eval/fad_{name}"] = entry["fad"]["value"]
