@@ -275,10 +275,12 @@ def test_known_model_names_resolve_through_the_registry(tmp_path, capsys, monkey
     """`--stem drums` alone uses the released drums model; a local copy in $STAGE_MODELS is
     found; a missing one gets instructions; a drums model refuses to be called bass."""
     import stage
+    from stage.model import registry
 
     models = tmp_path / "models"
     stage.load_model("tiny", stem="drums").save(models / "stage-drums")
     monkeypatch.setenv("STAGE_MODELS", str(models))
+    monkeypatch.setattr(registry, "ASSETS", tmp_path / "no-assets")  # no bundled stage-mini-bass either
     monkeypatch.chdir(tmp_path)
     sr = 32_000
     mix_path = write_wav(tmp_path / "song.wav", drum_loop(120.0, 0.4, sr, 0.1), sr)

@@ -144,3 +144,29 @@ def tiny_t5_config(vocab_size: int, d_model: int):
         eos_token_id=1,
         decoder_start_token_id=0,
     )
+
+
+def mini_t5_config(vocab_size: int, d_model: int = 128):
+    """STAGE-mini's T5 encoder config: 2 layers of 4 x 32-dim heads, FFN 4 x d_model, T5's
+    relative positions (32 buckets up to distance 128). Its weights are seeded random and frozen
+    (STAGE freezes T5, §2.4): a fixed embedding of the words that the decoder's cross-attention
+    learns to read. `scripts/make_mini_text.py` writes it to `stage/assets/stage-mini-text`."""
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=d_model // 4,
+        d_ff=4 * d_model,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        dropout_rate=0.0,
+        feed_forward_proj="relu",
+        is_encoder_decoder=False,
+        use_cache=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )

@@ -10,7 +10,7 @@ The handler is a thin wrapper over the same library calls as the CLI (`plan_take
 one job at a time (a lock), so concurrent users wait their turn instead of sharing its caches.
 Server state lives in the `Studio` dataclass, not in module globals.
 
-    studio = Studio.create(StudioConfig(model="stage-drums"))
+    studio = Studio.create(StudioConfig(model="stage-drums"))  # or "stage-mini-drums" (bundled)
     studio.launch()
 """
 
@@ -314,8 +314,10 @@ class Studio:
                                 mix_dl = gr.DownloadButton("Download mix", elem_id=f"take-{i}-mix-download")
                         slots.append((col, title, image, stem_audio, mix_audio, stem_dl, mix_dl))
             with gr.Accordion("models: where to get the weights", open=False):
-                gr.Markdown(models_table() + "\n\nPut downloaded files in `./checkpoints/`, `~/.cache/stage/models/` "
-                            "or a folder named by `$STAGE_MODELS`, then start `stage studio --model NAME`.")
+                gr.Markdown(models_table() + "\n\nThe STAGE-mini models come with stage and work offline "
+                            "(`stage studio --model stage-mini-drums`). Put downloaded files in `./checkpoints/`, "
+                            "`~/.cache/stage/models/` or a folder named by `$STAGE_MODELS`, then start "
+                            "`stage studio --model NAME`.")
 
             def handle(upload_path, stem_v, prompt_v, mode_v, bpm_v, bpb_v, offset_v, takes_v, cfg_v, temp_v, k_v, p_v,
                        seed_v, progress=gr.Progress()):

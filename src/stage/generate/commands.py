@@ -35,6 +35,8 @@ Existing files are never replaced unless --force. Rerun a take with --seed <its 
 
 models: {", ".join(KNOWN_MODELS)}, tiny (random, for tests), or a path (see `stage convert`);
   known models are looked up in $STAGE_MODELS, ./checkpoints and ~/.cache/stage/models.
+  Without --model: the authors' model for --stem (stage-drums, stage-bass) when its weights are
+  found there, else the small STAGE-mini one bundled with stage (stage-mini-drums, -bass).
   A model that records its stem (stage-drums, stage-bass) is refused for another --stem: it
   would still play its own instrument. Without --stem, the model's stem is used.
 
@@ -86,7 +88,8 @@ def add_take_options(p: argparse.ArgumentParser, session: bool = False) -> None:
     """The options shared by `stage generate` and `stage session generate`."""
     stems = "|".join(STEMS)
     p.add_argument("--stem", help=f"instrument to generate: {stems} (default: the model's own stem)")
-    p.add_argument("--model", help="model name or path (default: the released model for --stem, e.g. stage-drums)")
+    p.add_argument("--model", help="model name or path (default: the best installed model for --stem: stage-drums if "
+                   "found, else the bundled stage-mini-drums; likewise for bass)")
     p.add_argument("--prompt", default="", help="text description, e.g. 'Genres: Rock, Punk. Moods: energetic.'")
     if not session:
         p.add_argument("--seconds", type=float, help="output length (default: the mix's length)")
@@ -161,18 +164,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- shared steps
 
 
-def resolve_stem_and_model(stem: str | None, model: str | None) -> tuple[str | None, str]:
-    """--stem / --model defaults: the released model for a stem, or the known model's stem."""
-    from stage.model.registry import check_stem, default_model_for
+def resolve_stem_and_model(stem: str | None, model: str | None, quiet: bool = False) -> tuple[str | None, str]:
+    """--stem / --model defaults: the best installed model for a stem (`registry.default_model`:
+    the authors' if found, else the bundled STAGE-mini; one line on stderr says which), or the
+    known model's stem."""
+    from stage.model.registry import check_stem, default_model
 
     if stem is not None:
         stem = check_stem(stem)
     if model is None:
         if stem is None:
             raise StageError("give --stem (e.g. --stem drums) or --model")
-        model = default_model_for(stem)
-        if model is None:
+        choice = default_model(stem)
+        if choice is None:
             raise StageError(f"no released model generates {stem!r}; pass --model (a checkpoint trained for {stem})")
+        model = choice.name
+        if not quiet:
+            print(choice.note, file=sys.stderr)
     if stem is None and model in KNOWN_MODELS:
         stem = KNOWN_MODELS[model].stem
     return stem, model
@@ -255,7 +263,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from stage.generate.session import check_free, ensure_writable_dir, plan_takes, render_takes, take_paths, write_takes
 
     t0 = time.perf_counter()
-    stem, model_source = resolve_stem_and_model(args.stem, args.model)
+    stem, model_source = resolve_stem_and_model(args.stem, args.model, args.quiet)
     if args.metronome_only:
         if args.mix is not None:
             raise StageError("--metronome-only generates from a click alone; do not give a MIX")
@@ -352,7 +360,7 @@ def run_session_generate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     session = Session.open(args.dir)
-    stem, model_source = resolve_stem_and_model(args.stem, args.model)
+    stem, model_source = resolve_stem_and_model(args.stem, args.model, args.quiet)
     if stem is not None:
         take_settings(args, stem)
     with session.lock():

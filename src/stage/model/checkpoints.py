@@ -2,6 +2,8 @@
 
 `load_model(source)` accepts:
 - "tiny": a seeded random tiny model (no files);
+- "mini": a fresh seeded random STAGE-mini (the `mini` preset; its EnCodec and T5 are package
+  assets), the starting point of `configs/mini-*.yaml`;
 - "musicgen-small" / "musicgen-medium" / "musicgen-large": the HF hub ids facebook/musicgen-*;
 - a stage checkpoint directory (`stage.json` + `model.safetensors`, optionally `codec/` and
   `text/` with the frozen parts), as written by `save_checkpoint` / `stage convert`;
@@ -18,6 +20,7 @@ one-line `CheckpointError` that names the first offending key in the source's ow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -59,6 +62,7 @@ HUB_ALIASES = {
 }
 HF_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 CONTEXT_ROW_SEED = 2049
+MINI_SEED = 4321
 
 
 # --------------------------------------------------------------------------- reading weights
@@ -282,10 +286,10 @@ def audiocraft_encodec_to_hf(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def detect_format(source: str | os.PathLike) -> str:
-    """One of: tiny, stage, hf, authors, audiocraft, hub. Raises CheckpointError otherwise."""
+    """One of: tiny, mini, stage, hf, authors, audiocraft, hub. Raises CheckpointError otherwise."""
     text = str(source)
-    if text == "tiny":
-        return "tiny"
+    if text in ("tiny", "mini"):
+        return text
     path = Path(text).expanduser()
     if path.is_dir():
         if (path / CONFIG_FILE).exists():
@@ -338,6 +342,8 @@ def load_model(
     fmt = detect_format(source)
     if fmt == "tiny":
         model = build_tiny()
+    elif fmt == "mini":
+        model = build_mini(codec=codec, text=text, tokenizer=tokenizer)
     elif fmt == "stage":
         model = load_stage_checkpoint(Path(source), codec=codec, text=text, tokenizer=tokenizer)
     elif fmt == "hf":
@@ -393,6 +399,20 @@ def build_tiny():
     return model
 
 
+def build_mini(codec: str | None = None, text: str | None = None, tokenizer: str | None = None):
+    """A fresh seeded random STAGE-mini (LM and T5 projection; the same on every call) over its
+    frozen EnCodec and T5 (package assets, or the given sources). The start of a mini training."""
+    config = preset("mini")
+    if codec or text or tokenizer:
+        c, t = _sources(config.codec, config.text, codec, text, tokenizer)
+        config = config.replace(codec=c, text=t)
+    with _seed(MINI_SEED):
+        model = assemble(config, None, None)
+        model.lm.reset_parameters()
+        model.text.proj.reset_parameters()
+    return model
+
+
 def _check_proj(state: Mapping[str, Tensor], prefix: str, what: str) -> dict[str, Tensor]:
     out = {}
     for w in ("weight", "bias"):
@@ -404,7 +424,8 @@ def _check_proj(state: Mapping[str, Tensor], prefix: str, what: str) -> dict[str
 
 
 def _sources(default_codec: CodecConfig, default_text: TextConfig, codec: str | None, text: str | None, tokenizer: str | None):
-    c = CodecConfig(source=codec) if codec else default_codec
+    # An override replaces where the weights come from, not what they are (rate, codebooks).
+    c = dataclasses.replace(default_codec, source=codec) if codec else default_codec
     t = TextConfig(source=text or default_text.source, tokenizer=tokenizer or (text or default_text.tokenizer), dim=default_text.dim)
     return c, t
 
@@ -640,9 +661,14 @@ def save_checkpoint(model, out_dir: str | os.PathLike, bundle: bool = True, over
     """Write `model` as a stage checkpoint folder, atomically.
 
     bundle: also write the frozen EnCodec (`codec/`) and T5 + tokenizer (`text/`), so the folder
-    loads with no network. Otherwise the config names their sources (hub ids or folders).
+    loads with no network. Otherwise the config names their sources (hub ids or folders). Parts
+    that are package assets (`sources.BUNDLED`: STAGE-mini's codec and T5) are named either way:
+    every install has them, and a copy would turn a later `--no-bundle` conversion of this folder
+    into one that points at `codec/` / `text/` it does not have.
     dtype: store the LM in another precision (e.g. torch.float16 halves the size).
     """
+    from stage.model.sources import BUNDLED
+
     from safetensors.torch import save_file
 
     out = check_output_dir(out_dir, overwrite)
@@ -657,18 +683,19 @@ def save_checkpoint(model, out_dir: str | os.PathLike, bundle: bool = True, over
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-            model.codec.model.save_pretrained(str(tmp / "codec"))
-            model.text.encoder.save_pretrained(str(tmp / "text"))
-            model.text.tokenizer.save_pretrained(str(tmp / "text"))
-            config = config.replace(
-                codec=CodecConfig(**{**config.codec.__dict__, "source": "codec"}),
-                text=TextConfig(**{**config.text.__dict__, "source": "text", "tokenizer": "text"}),
-            )
+            if config.codec.source not in BUNDLED:
+                model.codec.model.save_pretrained(str(tmp / "codec"))
+                config = config.replace(codec=CodecConfig(**{**config.codec.__dict__, "source": "codec"}))
+            if config.text.source not in BUNDLED or config.text.tokenizer not in BUNDLED:
+                model.text.encoder.save_pretrained(str(tmp / "text"))
+                model.text.tokenizer.save_pretrained(str(tmp / "text"))
+                config = config.replace(text=TextConfig(**{**config.text.__dict__, "source": "text", "tokenizer": "text"}))
         tensors = {f"lm.{k}": _store(v, dtype) for k, v in model.lm.state_dict().items()}
         tensors.update({f"text_proj.{k}": _store(v, None) for k, v in model.text.proj.state_dict().items()})
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config.to_dict()}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        _plain_permissions(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -676,6 +703,17 @@ def save_checkpoint(model, out_dir: str | os.PathLike, bundle: bool = True, over
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _plain_permissions(folder: Path) -> None:
+    """Give a folder made with mkdtemp (0700) and files written by safetensors (0600) the modes a
+    plain mkdir / open() would: checkpoints are shared, and the bundled ones ship in the package."""
+    from stage.files import default_mode
+
+    file_mode = default_mode()
+    dir_mode = file_mode | ((file_mode & 0o444) >> 2)  # x wherever r
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, dir_mode if path.is_dir() else file_mode)
 
 
 def _store(t: Tensor, dtype: torch.dtype | None) -> Tensor:

@@ -9,6 +9,9 @@ Presets follow the public MusicGen configs (audiocraft `config/model/lm/model_sc
 `facebook/musicgen-*` decoder configs): small 1024x24 (16 heads), medium 1536x48 (24 heads),
 large 2048x48 (32 heads), all with FFN width 4 x dim, 4 codebooks of 2048 codes and T5-base text.
 `tiny` is a seeded random model for tests, CI and UI smoke runs; it needs no downloads.
+`mini` is STAGE-mini, the small model trained on CPU and shipped inside the package: a 256x6
+decoder over a 32 kHz, 50 Hz, 4 x 1024-code EnCodec trained for it (`stage-mini-codec`) and a
+frozen seeded-random 128-wide T5 (`stage-mini-text`), both bundled in `stage/assets`.
 """
 
 from __future__ import annotations
@@ -165,6 +168,9 @@ class StageConfig:
     """Everything needed to rebuild a `StageModel`: decoder, codec and text sources.
 
     stem: the instrument the model generates ("drums", "bass", ...) or None for a base MusicGen.
+    window_seconds: the window it was trained on (10 s for the authors' models, §6.5; 5 s for
+    STAGE-mini); generation uses it as its default window (`StageModel.default_window`), so the
+    decoder never runs at positions it has not seen.
     """
 
     lm: LMConfig = field(default_factory=LMConfig)
@@ -172,6 +178,7 @@ class StageConfig:
     text: TextConfig = field(default_factory=TextConfig)
     name: str = "custom"
     stem: str | None = None
+    window_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -180,6 +187,9 @@ class StageConfig:
         self.lm.validate()
         self.codec.validate()
         self.text.validate()
+        w = self.window_seconds
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= 3600:
+            raise ConfigError(f"window_seconds must be a number in (0, 3600], got {w!r}")
         if self.lm.num_codebooks != self.codec.num_codebooks:
             raise ConfigError(
                 f"lm.num_codebooks ({self.lm.num_codebooks}) != codec.num_codebooks ({self.codec.num_codebooks})"
@@ -207,7 +217,7 @@ class StageConfig:
         for key, value in data.items():
             if key in sections:
                 kwargs[key] = _build(sections[key], value, key)
-            elif key in ("name", "stem"):
+            elif key in ("name", "stem", "window_seconds"):
                 kwargs[key] = value
             else:
                 raise ConfigError(f"unknown config key {key!r}")
@@ -241,6 +251,12 @@ def _musicgen(dim: int, layers: int, heads: int, name: str) -> StageConfig:
 
 TINY_TEXT_DIM = 32
 
+# STAGE-mini's frozen parts: package assets, named like hub ids but resolved to
+# `stage/assets/<name>` (model/sources.py `BUNDLED`), so a thin checkpoint needs no download.
+MINI_CODEC = "stage-mini-codec"
+MINI_TEXT = "stage-mini-text"
+MINI_TEXT_DIM = 128
+
 PRESETS: dict[str, StageConfig] = {
     "musicgen-small": _musicgen(1024, 24, 16, "musicgen-small"),
     "musicgen-medium": _musicgen(1536, 48, 24, "musicgen-medium"),
@@ -252,11 +268,20 @@ PRESETS: dict[str, StageConfig] = {
         text=TextConfig(source="tiny", dim=TINY_TEXT_DIM),
         name="tiny",
     ),
+    # STAGE-mini (see the module docstring): 256 wide, 6 layers of 4 x 64-dim heads, FFN 4 x dim,
+    # 4 codebooks of 1024 codes (so pad id 1024, context id 1025), about 8 M trained parameters.
+    "mini": StageConfig(
+        lm=LMConfig(dim=256, num_layers=6, num_heads=4, ffn_dim=1024, num_codebooks=4, codebook_size=1024, layout="stage"),
+        codec=CodecConfig(source=MINI_CODEC, sample_rate=32_000, frame_rate=50, num_codebooks=4, codebook_size=1024),
+        text=TextConfig(source=MINI_TEXT, dim=MINI_TEXT_DIM),
+        name="mini",
+        window_seconds=5.0,  # trained on 5 s windows and contexts (configs/mini-*.yaml), for the CPU budget
+    ),
 }
 
 
 def preset(name: str) -> StageConfig:
-    """Return a preset config by name (musicgen-small, musicgen-medium, musicgen-large, tiny)."""
+    """Return a preset config by name (musicgen-small, musicgen-medium, musicgen-large, tiny, mini)."""
     try:
         return PRESETS[name]
     except KeyError:

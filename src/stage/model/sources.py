@@ -2,6 +2,8 @@
 
 A source is one of:
 - "tiny": a seeded random tiny model (and the tiny tokenizer shipped in `stage/assets`);
+- a bundled asset name (`BUNDLED`: "stage-mini-codec", "stage-mini-text"): the
+  `save_pretrained` folder of that name shipped in `stage/assets` (STAGE-mini's frozen parts);
 - a directory (absolute, or relative to the checkpoint that names it) written by
   `save_pretrained`;
 - a Hugging Face hub id. The local cache is tried first; then the hub. Offline, or with
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor
 
 from stage.errors import CheckpointError, OfflineError
-from stage.model.config import CodecConfig, TextConfig
+from stage.model.config import MINI_CODEC, MINI_TEXT, CodecConfig, TextConfig
 from stage.text import TextConditioner, tiny_t5_config
 from stage.tokens.codec import (
     TINY_ENCODEC_CONFIG,
@@ -33,6 +35,27 @@ TINY_TOKENIZER = ASSETS / "tiny_t5_tokenizer"
 TINY_SEED = 1234
 # Source name for frozen parts whose weights came from inside another checkpoint file.
 EMBEDDED = "embedded"
+# Frozen parts shipped inside the package, by name -> how the folder is made (for the error
+# message when an install lacks it). They are resolved before any folder or hub id.
+BUNDLED = {
+    MINI_CODEC: "STAGE-mini's EnCodec (32 kHz, 50 Hz, 4 x 1024 codes), trained for the package",
+    MINI_TEXT: "STAGE-mini's frozen T5 and tokenizer, written by `python scripts/make_mini_text.py`",
+}
+
+
+def bundled_dir(source: str) -> Path | None:
+    """The package folder `stage/assets/<source>` for a bundled asset name, None for any other
+    source. Raises CheckpointError (a StageError) when the name is bundled but the folder is not
+    in this install."""
+    if source not in BUNDLED:
+        return None
+    path = ASSETS / source
+    if not (path / "config.json").is_file() and not (path / "tokenizer.json").is_file():
+        raise CheckpointError(
+            f"the bundled asset {source!r} ({BUNDLED[source]}) is missing from this install: expected the folder "
+            f"{path}; reinstall stage-music, or pass another source (a save_pretrained folder)"
+        )
+    return path
 
 
 def resolve_dir(source: str, base_dir: Path | None) -> Path | None:
@@ -130,8 +153,9 @@ def load_state_into(module: torch.nn.Module, state: Mapping[str, Tensor], what: 
 
 
 def load_pretrained(cls, source: str, base_dir: Path | None, what: str):
-    """`cls.from_pretrained` from a local folder (relative to base_dir first) or a hub id."""
-    local = resolve_dir(source, base_dir)
+    """`cls.from_pretrained` from a bundled asset, a local folder (relative to base_dir first) or
+    a hub id."""
+    local = bundled_dir(source) or resolve_dir(source, base_dir)
     if local is not None:
         return _load_local(cls, local, what)
     if looks_like_hub_id(source):
@@ -165,6 +189,9 @@ def build_codec(config: CodecConfig, base_dir: Path | None = None, state: Mappin
 
 
 def _load_local(cls, path: Path, what: str):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a local folder: nothing to download, no bar to show
     try:
         return cls.from_pretrained(str(path), local_files_only=True)
     except Exception as err:

@@ -57,6 +57,16 @@ class StageModel(nn.Module):
     def device(self) -> torch.device:
         return self.lm.norm.weight.device
 
+    def default_window(self):
+        """The long-form `WindowParams` for this model: windows and contexts as long as it was
+        trained on (`config.window_seconds`), consecutive windows overlapping by half."""
+        from stage.generate.longform import WindowParams
+
+        w = float(self.config.window_seconds)
+        if w == WindowParams.window_seconds:
+            return WindowParams()
+        return WindowParams(window_seconds=w, context_seconds=w, prompt_seconds=w / 2)
+
     def save(self, out_dir, bundle: bool = True, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
         """Write a stage checkpoint folder (see `stage.model.checkpoints.save_checkpoint`)."""
         from stage.model.checkpoints import save_checkpoint
@@ -163,8 +173,9 @@ class StageModel(nn.Module):
           for text-only generation. Context and stem start at the same time (§3.5).
         sample_rate: rate of `context`/`continuation` and of the returned stems (default 32 kHz).
         prompt: the text description ("" or None = no text).
-        seconds: stem length (default: the context's length, else one window, 10 s). Longer than
-          one window: whole-song accompaniment, window by window (generate/longform.py); each
+        seconds: stem length (default: the context's length, else one window: `config.window_seconds`,
+          10 s for the authors' models). Longer than one window: whole-song accompaniment, window
+          by window (generate/longform.py); each
           window is conditioned on the time-aligned part of the mix (a mix shorter than `seconds`
           conditions only the windows it reaches).
         bpm / beats_per_bar / offset: tempo control. A metronome click track (the training recipe,
@@ -177,7 +188,8 @@ class StageModel(nn.Module):
         engine: "cached" (the Generator, default) or "reference" (the authors' uncached loop, slow;
           for tests). precision: "fp32" (exact), "bf16" / "fp16" (GPU), "int8" (CPU); see
           generate/quantize.py. window: `WindowParams` (window, context, prompt and crossfade
-          lengths). compile / cuda_graphs: the Generator's static decode step options.
+          lengths; default `default_window()`). compile / cuda_graphs: the Generator's static
+          decode step options.
         Returns a GenerationResult with stems [V, C, N] (C = the context's channel count, N the
         requested length at `sample_rate`) and timings (seconds per phase, real-time factor).
         """
@@ -195,7 +207,7 @@ class StageModel(nn.Module):
             raise StageError(f"params must be a GenerationParams, got {type(params).__name__}")
         if engine not in ("cached", "reference"):
             raise StageError(f"engine must be 'cached' or 'reference', got {engine!r}")
-        window = WindowParams() if window is None else window
+        window = self.default_window() if window is None else window
         if not isinstance(window, WindowParams):
             raise StageError(f"window must be a WindowParams, got {type(window).__name__}")
         if engine == "cached":
