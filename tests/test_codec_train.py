@@ -51,7 +51,7 @@ def test_trainer_learns_and_the_codec_loader_reads_it(tmp_path):
     result = train_codec(config, progress_bar=False)
 
     assert result.steps == 30
-    rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "version_0" / "metrics.csv")))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 6 and all(np.isfinite(losses))
     assert np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2]), losses
@@ -88,6 +88,9 @@ def test_resume_continues_the_step_count(tmp_path):
     config = CodecTrainConfig.from_dict({**first, "max_steps": 8})
     result = train_codec(config, resume=True, progress_bar=False)
     assert result.steps == 8
+    # Each start keeps its own metrics: the resumed run does not wipe the first one's.
+    assert (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").is_file()
+    assert (tmp_path / "run" / "logs" / "version_1" / "metrics.csv").is_file()
     assert json.loads((tmp_path / "run" / "train-codec.json").read_text())["max_steps"] == 8
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +23,15 @@ def manifest(tmp_path_factory):
     root = make_fake_folder_dataset(tmp_path_factory.mktemp("songs"), songs=2, seconds=4.0, sample_rate=32_000,
                                     files={"drums": "drums", "bass": "bass", "keyboard": "keys"})
     out = tmp_path_factory.mktemp("manifest")
-    prepare_manifest(root, "folder", out, beats="librosa", valid_songs=0, progress=False)
+    prepare_manifest(root, "folder", out, beats="none", valid_songs=0, progress=False)
+    # The click track needs beats: give each song the grid it was made on (120 / 130 BPM).
+    path = out / "manifest.jsonl"
+    lines = path.read_text().splitlines()
+    records = [json.loads(line) for line in lines[1:]]
+    for i, record in enumerate(records):
+        beats = np.arange(0.25, 4.0, 60 / (120 + 10 * i))
+        record["beats"], record["downbeats"] = beats.tolist(), beats[::4].tolist()
+    path.write_text("\n".join([lines[0], *map(json.dumps, records)]) + "\n")
     return load_manifest(out)
 
 

@@ -481,6 +481,10 @@ def save_codec(model, folder: Path, dtype: torch.dtype | None = None) -> Path:
 
     hf_logging.disable_progress_bar()
     m.save_pretrained(str(tmp), safe_serialization=True)
+    from stage.files import default_mode
+
+    for f in tmp.iterdir():  # readable by every user of an install, like the package's other files
+        f.chmod(default_mode())
     if folder.exists():
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -503,8 +507,9 @@ class CodecTrainResult:
 
 def train_codec(config: CodecTrainConfig, resume: bool = False, force: bool = False,
                 progress_bar: bool = True) -> CodecTrainResult:
-    """Train the codec described by `config`; the run folder gets train-codec.json, logs/
-    (CSV metrics), lightning/last.ckpt (resume state), checkpoints/step-N and model/."""
+    """Train the codec described by `config`; the run folder gets train-codec.json, logs/version_N/
+    metrics.csv (one per start or resume), lightning/last.ckpt (resume state), checkpoints/step-N
+    and model/."""
     import shutil
 
     from stage.train.run import quiet_lightning
@@ -534,7 +539,8 @@ def train_codec(config: CodecTrainConfig, resume: bool = False, force: bool = Fa
     module = CodecModule(config, init_batch=init_batch)
     loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, num_workers=0)
 
-    logger = L.pytorch.loggers.CSVLogger(str(out), name="logs", version="")
+    # One version folder per (re)start: Lightning would wipe a reused folder's metrics on resume.
+    logger = L.pytorch.loggers.CSVLogger(str(out), name="logs")
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(out / "lightning"), save_last=True,
                                                      every_n_train_steps=config.checkpoint_every, save_top_k=0)
     trainer = L.Trainer(

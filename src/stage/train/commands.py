@@ -96,7 +96,7 @@ every STAGE layout rule holds) on the audio files under --data, on Lightning. Lo
 (Défossez et al., 2022): time-domain L1, multi-scale mel, commitment; the codebooks learn by EMA with
 k-means initialisation and dead-code replacement (see stage/train/codec.py).
 
-The run folder (--out) gets train-codec.json (the resolved options), logs/metrics.csv (train/loss,
+The run folder (--out) gets train-codec.json (the resolved options), logs/version_N/metrics.csv (train/loss,
 train/l1, train/mel, vq/commit, vq/perplexity_q0..3), checkpoints/step-N and model/: EnCodec
 save_pretrained folders that `codec.source` (and so every stage checkpoint) can name.
 

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Rebuild STAGE-mini from nothing: the band corpus, the codec, the two language models, and the
+# shipped assets under src/stage/assets/. Every step is seeded; re-running a step continues or
+# skips finished work (synth and prepare resume; training steps refuse to overwrite a run unless
+# FORCE=1). Run from the repository root in the project's venv:
+#
+#   bash scripts/build_stage_mini.sh            # everything (about 2 h on 2 CPU cores)
+#   STEPS="codec" bash scripts/build_stage_mini.sh
+#
+# Steps: corpus codec ship-codec tokens drums bass ship-lm. Corpus sizes:
+#   data/band-train    160 songs x 30 s, seed 0 (codec and LM training)
+#   data/band-heldout   24 songs x 30 s, seed 1 (benchmarks only: never trained on)
+#   data/band-long       4 songs x 60 s, seed 2 (the whole-song benchmark row)
+set -euo pipefail
+STEPS=${STEPS:-"corpus codec ship-codec tokens drums bass ship-lm"}
+FORCE_FLAG=$([ "${FORCE:-0}" = 1 ] && echo --force || true)
+export OMP_WAIT_POLICY=PASSIVE  # spinning OpenMP threads starve a second process on 2 cores
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+if has corpus; then
+    stage synth --songs 160 --seconds 30 --seed 0 --out data/band-train
+    stage synth --songs 24 --seconds 30 --seed 1 --out data/band-heldout
+    stage synth --songs 4 --seconds 60 --seed 2 --out data/band-long
+    stage prepare data/band-train --format folder --out data/band-train --valid-songs 8
+fi
+
+if has codec; then
+    stage train-codec --config configs/mini-codec.yaml --out runs/mini-codec $FORCE_FLAG
+    stage train-codec --resume runs/mini-codec --config configs/mini-codec-bass.yaml
+fi
+
+if has ship-codec; then  # fp16 safetensors inside the package (the Codec loader casts to fp32)
+    python - <<'EOF'
+import torch
+from transformers import EncodecModel
+from stage.train.codec import save_codec
+model = EncodecModel.from_pretrained("runs/mini-codec/model")
+save_codec(model, "src/stage/assets/stage-mini-codec", dtype=torch.float16)
+EOF
+fi
+
+mkdir -p runs
+if has tokens; then  # each song encoded once, 64 aligned 5 s windows cut from its codes
+    stage tokenize data/band-train --model mini --stem drums --per-song 64 --seed 0 \
+        --sample window_seconds=5 metronome_prob=0.5 --out data/mini-drums-tokens $FORCE_FLAG
+    stage tokenize data/band-train --model mini --stem bass --per-song 64 --seed 0 \
+        --sample window_seconds=5 metronome_prob=0 --out data/mini-bass-tokens $FORCE_FLAG
+    stage tokenize data/band-train --model mini --stem drums --per-song 8 --seed 1 --split valid \
+        --sample window_seconds=5 metronome_prob=0.5 --out data/mini-drums-val $FORCE_FLAG
+    stage tokenize data/band-train --model mini --stem bass --per-song 8 --seed 1 --split valid \
+        --sample window_seconds=5 metronome_prob=0 --out data/mini-bass-val $FORCE_FLAG
+fi
+
+# The two models train side by side, one thread each (2 cores; ~47 min for 500 steps).
+for stem in drums bass; do
+    if has $stem; then
+        OMP_NUM_THREADS=1 stage train --config configs/mini-$stem.yaml --out runs/mini-$stem --quiet $FORCE_FLAG \
+            > runs/mini-$stem.log 2>&1 &
+    fi
+done
+wait
+
+if has ship-lm; then  # thin fp16 checkpoints naming the bundled codec and text encoder
+    for stem in drums bass; do
+        stage convert runs/mini-$stem/model --out src/stage/assets/stage-mini-$stem --stem $stem \
+            --dtype float16 --no-bundle --force
+    done
+fi

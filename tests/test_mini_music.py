@@ -1,0 +1,84 @@
+"""Musical regression tests of the shipped STAGE-mini models (issue 10).
+
+They fail if the weights, the token layout or the generator break: the drums model must lock to
+a click far better than the same model with its context dropped, and the bass model must play
+more chord tones of a held-out band song than its control.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stage.model import registry
+
+
+def needs(name: str):
+    return pytest.mark.skipif(registry.bundled_path(name) is None, reason=f"{name} is not in this install")
+
+
+BPM, SECONDS, SEED = 120.0, 6.0, 0
+
+
+@pytest.fixture(scope="module")
+def drums():
+    import stage
+
+    return stage.load_model("stage-mini-drums").eval()
+
+
+def beat_f1(audio, sr, beats, downbeats, bpm):
+    from stage.data.beats import BeatGrid
+    from stage.eval.beat import score_stem
+
+    scores, _ = score_stem(audio, sr, BeatGrid(np.asarray(beats), np.asarray(downbeats), bpm, 4, "grid"),
+                           span=SECONDS, reference_bpm=bpm)
+    return scores.beat.f1
+
+
+@needs("stage-mini-drums")
+def test_drums_lock_to_a_click_and_the_control_does_not(drums):
+    from stage.data.metronome import metronome_times
+    from stage.generate.params import GenerationParams
+
+    beats, downbeats = metronome_times(BPM, 4, SECONDS, 0.0)
+    params = GenerationParams(seed=SEED)
+    locked = drums.generate(prompt="", seconds=SECONDS, bpm=BPM, params=params)
+    control = drums.generate(prompt="", seconds=SECONDS, params=params)
+    f_locked = beat_f1(locked.stems[0].mean(0), locked.sample_rate, beats, downbeats, BPM)
+    f_control = beat_f1(control.stems[0].mean(0), control.sample_rate, beats, downbeats, BPM)
+    assert f_locked >= 0.7, (f_locked, f_control)
+    assert f_locked >= f_control + 0.2, (f_locked, f_control)
+
+
+@needs("stage-mini-bass")
+def test_bass_plays_the_chords_of_a_held_out_song(tmp_path):
+    import json
+
+    import soundfile as sf
+
+    import stage
+    from stage.data.band import find_soundfont, synth_songs
+    from stage.errors import StageError
+    from stage.eval.harmony import chord_tone_share
+    from stage.generate.params import GenerationParams
+
+    try:
+        find_soundfont()
+    except StageError as err:
+        pytest.skip(str(err))
+    synth_songs(1, 8.0, tmp_path, seed=1, start=3, progress=False)  # seed 1: never trained on
+    song = next(tmp_path.glob("*/meta.json")).parent
+    meta = json.loads((song / "meta.json").read_text())
+    start = float(meta["downbeats"][0])
+    n = int(5.0 * 32_000)
+    a = int(start * 32_000)
+    context = sum(sf.read(song / f, dtype="float32")[0][a:a + n] for s, f in meta["stems"].items() if s != "bass")
+    bass = stage.load_model("stage-mini-bass").eval()
+    shares = []
+    for ctx in (context, None):
+        out = bass.generate(context=ctx, sample_rate=32_000 if ctx is not None else None, prompt=meta["caption"],
+                            seconds=5.0, params=GenerationParams(seed=SEED))
+        shares.append(chord_tone_share(out.stems[0].mean(0), out.sample_rate, meta["chords"], offset=start).chord_tone_share)
+    listen, control = shares
+    assert listen > control, shares
