@@ -123,44 +123,19 @@ class TextConditioner(nn.Module):
         return TextCondition.null(batch_size, self.dim, device=w.device, dtype=w.dtype)
 
 
-def tiny_t5_config(vocab_size: int, d_model: int):
-    """A 2-layer T5 encoder config for tests (random weights, no download)."""
+def encoder_t5_config(vocab_size: int, d_model: int, d_kv: int, d_ff: int, num_heads: int, buckets: int):
+    """A 2-layer ReLU T5 encoder config with no dropout (pad 0, eos 1) and T5's default maximum
+    relative distance (128), so the config can be inferred back from the tensors."""
     from transformers import T5Config
 
     return T5Config(
         vocab_size=vocab_size,
         d_model=d_model,
-        d_kv=8,
-        d_ff=2 * d_model,
+        d_kv=d_kv,
+        d_ff=d_ff,
         num_layers=2,
-        num_heads=d_model // 8,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=128,  # T5's default, so it can be inferred from tensors
-        dropout_rate=0.0,
-        feed_forward_proj="relu",
-        is_encoder_decoder=False,
-        use_cache=False,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-
-
-def mini_t5_config(vocab_size: int, d_model: int = 128):
-    """STAGE-mini's T5 encoder config: 2 layers of 4 x 32-dim heads, FFN 4 x d_model, T5's
-    relative positions (32 buckets up to distance 128). Its weights are seeded random and frozen
-    (STAGE freezes T5, §2.4): a fixed embedding of the words that the decoder's cross-attention
-    learns to read. `scripts/make_mini_text.py` writes it to `stage/assets/stage-mini-text`."""
-    from transformers import T5Config
-
-    return T5Config(
-        vocab_size=vocab_size,
-        d_model=d_model,
-        d_kv=d_model // 4,
-        d_ff=4 * d_model,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=32,
+        num_heads=num_heads,
+        relative_attention_num_buckets=buckets,
         relative_attention_max_distance=128,
         dropout_rate=0.0,
         feed_forward_proj="relu",
@@ -170,3 +145,16 @@ def mini_t5_config(vocab_size: int, d_model: int = 128):
         eos_token_id=1,
         decoder_start_token_id=0,
     )
+
+
+def tiny_t5_config(vocab_size: int, d_model: int):
+    """A 2-layer T5 encoder config for tests (random weights, no download)."""
+    return encoder_t5_config(vocab_size, d_model, d_kv=8, d_ff=2 * d_model, num_heads=d_model // 8, buckets=8)
+
+
+def mini_t5_config(vocab_size: int, d_model: int = 128):
+    """STAGE-mini's T5 encoder config: 2 layers of 4 x 32-dim heads, FFN 4 x d_model, T5's
+    relative positions (32 buckets up to distance 128). Its weights are seeded random and frozen
+    (STAGE freezes T5, §2.4): a fixed embedding of the words that the decoder's cross-attention
+    learns to read. `scripts/make_mini_text.py` writes it to `stage/assets/stage-mini-text`."""
+    return encoder_t5_config(vocab_size, d_model, d_kv=d_model // 4, d_ff=4 * d_model, num_heads=4, buckets=32)
