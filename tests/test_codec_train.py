@@ -85,7 +85,7 @@ def test_resume_continues_the_step_count(tmp_path):
     write_songs(tmp_path / "songs")
     first = small_config(tmp_path).to_dict()
     train_codec(CodecTrainConfig.from_dict({**first, "max_steps": 5}), progress_bar=False)
-    config = CodecTrainConfig.from_dict({**first, "max_steps": 8})
+    config = CodecTrainConfig.from_dict({**first, "max_steps": 8, "log_every": 1})
     result = train_codec(config, resume=True, progress_bar=False)
     assert result.steps == 8
     # Each start keeps its own metrics: the resumed run does not wipe the first one's.

@@ -14,7 +14,8 @@ are capped by --max-upload-mb and --max-seconds. The server listens on --host (d
 127.0.0.1: this machine only; use 0.0.0.0 to serve your network).
 
 examples:
-  stage studio --model stage-drums
+  stage studio                         # the best installed drums model (stage-drums, else stage-mini-drums)
+  stage studio --model stage-mini-bass
   stage studio --model checkpoints/stage-bass --port 8080 --max-upload-mb 20
   stage studio --model tiny            # random tiny model: try the UI with no downloads"""
 
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `studio` to the `stage` parser."""
     p = sub.add_parser("studio", help="start the browser studio", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="stage-drums", help="model name or path (default stage-drums)")
+    p.add_argument("--model", help="model name or path (default: the best installed drums model: the authors' "
+                   "stage-drums if found, else the bundled stage-mini-drums)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload in MB (default 50)")
@@ -35,8 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stage.app.studio import Studio, StudioConfig
+    import sys
 
+    from stage.app.studio import Studio, StudioConfig
+    from stage.model.registry import default_model
+
+    if args.model is None:
+        choice = default_model("drums")
+        args.model = choice.name
+        print(choice.note, file=sys.stderr)
     config = StudioConfig(model=args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
                           max_seconds=args.max_seconds, concurrency=args.concurrency, device=args.device,
                           work_dir=args.work_dir)
