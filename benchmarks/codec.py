@@ -36,25 +36,19 @@ SR = 32_000
 
 
 def load_codec(source: str):
+    """A codec folder (EnCodec save_pretrained), a bundled asset name, or "tiny"."""
+    import json
+
     from stage.model.config import CodecConfig
-    from stage.model.sources import build_codec
+    from stage.model.sources import build_codec, bundled_dir
 
     if source == "tiny":
         return build_codec(CodecConfig(source="tiny"))
-    from transformers import EncodecModel
-
-    from stage.tokens.codec import Codec
-
-    path = Path(source)
-    if not path.is_dir():
-        from stage.model.sources import bundled_dir
-
-        path = bundled_dir(source)
-        if path is None:
-            raise SystemExit(f"no codec folder or bundled asset named {source!r}")
-    model = EncodecModel.from_pretrained(str(path), local_files_only=True).float().eval()
-    hf = model.config
-    return Codec(model, CodecConfig(source=str(path), codebook_size=hf.codebook_size))
+    path = Path(source) if Path(source).is_dir() else bundled_dir(source)
+    if path is None:
+        raise SystemExit(f"no codec folder or bundled asset named {source!r}")
+    size = json.loads((path / "config.json").read_text())["codebook_size"]
+    return build_codec(CodecConfig(source=str(path), codebook_size=size))
 
 
 def si_snr(y: np.ndarray, x: np.ndarray) -> float:

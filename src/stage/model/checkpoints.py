@@ -695,7 +695,7 @@ def save_checkpoint(model, out_dir: str | os.PathLike, bundle: bool = True, over
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config.to_dict()}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _plain_permissions(tmp)
+        plain_permissions(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -705,7 +705,7 @@ def save_checkpoint(model, out_dir: str | os.PathLike, bundle: bool = True, over
     return out
 
 
-def _plain_permissions(folder: Path) -> None:
+def plain_permissions(folder: Path) -> None:
     """Give a folder made with mkdtemp (0700) and files written by safetensors (0600) the modes a
     plain mkdir / open() would: checkpoints are shared, and the bundled ones ship in the package."""
     from stage.files import default_mode

@@ -28,6 +28,7 @@ Shapes: audio [B, 1, N]; latents z [B, D, T] with T = N / hop; codes [K, B, T].
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -244,10 +245,15 @@ class MultiScaleMel(torch.nn.Module):
         return total / len(self.windows)
 
 
+@functools.lru_cache(maxsize=4)
+def _distance_mel(sample_rate: int) -> "MultiScaleMel":
+    return MultiScaleMel(sample_rate, (512, 1024, 2048))
+
+
 def mel_distance(y: Tensor, x: Tensor, sample_rate: int = 32_000) -> float:
     """The benchmark's multi-scale mel distance: L1 between log10 mel spectrograms, averaged over
     windows 512/1024/2048 (lower is better). y, x: [N] float."""
-    loss = MultiScaleMel(sample_rate, (512, 1024, 2048))
+    loss = _distance_mel(sample_rate)
     total = 0.0
     for w in loss.windows:
         my, mx = loss.mel(y[None], w), loss.mel(x[None], w)
@@ -481,10 +487,9 @@ def save_codec(model, folder: Path, dtype: torch.dtype | None = None) -> Path:
 
     hf_logging.disable_progress_bar()
     m.save_pretrained(str(tmp), safe_serialization=True)
-    from stage.files import default_mode
+    from stage.model.checkpoints import plain_permissions
 
-    for f in tmp.iterdir():  # readable by every user of an install, like the package's other files
-        f.chmod(default_mode())
+    plain_permissions(tmp)  # readable by every user of an install, like the package's other files
     if folder.exists():
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -561,17 +566,8 @@ def train_codec(config: CodecTrainConfig, resume: bool = False, force: bool = Fa
 
 def load_codec_config(path: str | os.PathLike | None, overrides: dict[str, Any]) -> CodecTrainConfig:
     """A `CodecTrainConfig` from a YAML/JSON file (or the defaults) with `overrides` applied."""
-    data: dict[str, Any] = {}
-    if path:
-        import yaml
+    from stage.train.config import read_yaml
 
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as err:
-            raise StageError(f"--config {path}: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise StageError(f"--config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise StageError(f"--config {path}: expected a mapping of options")
+    data: dict[str, Any] = read_yaml(path) if path else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     return CodecTrainConfig.from_dict(data)
