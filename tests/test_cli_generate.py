@@ -349,6 +349,11 @@ BAD_INPUTS = {
     "missing model": (good_mix, ["--model", "/nonexistent/stage-model"], "no such file"),
     "bad bpm": (good_mix, ["--bpm", "fast"], "--bpm"),
     "offset without bpm": (good_mix, ["--offset", "0.5"], "--offset"),
+    "runaway length": (good_mix, ["--seconds", "1e9"], "at most 3600"),
+    "0 beats per bar": (good_mix, ["--bpm", "120", "--beats-per-bar", "0"], "beats per bar"),
+    "0 beats per bar, bpm auto": (good_mix, ["--bpm", "auto", "--beats-per-bar", "0"], "beats per bar"),
+    "absent gpu": (good_mix, ["--device", "cuda:7"], "cuda"),
+    "unknown device": (good_mix, ["--device", "gpu0"], "unknown device"),
 }
 
 

@@ -369,11 +369,7 @@ def _context_words(ctx) -> str:
 def load_studio_model(config: StudioConfig):
     """Load `config.model` on `config.device` (known names resolve through the registry, which
     says where to put missing weights)."""
-    import torch
-
+    from stage.devices import resolve_device
     from stage.model.checkpoints import load_model
 
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_model(config.model, device=device)
+    return load_model(config.model, device=resolve_device(config.device))

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stage.audio import as_channels_first, check_rate, fit_length, load_audio, resample, save_audio
+from stage.audio import MAX_SECONDS, as_channels_first, check_rate, fit_length, load_audio, resample, save_audio
 from stage.errors import AudioError, StageError
 from stage.files import atomic_write_text, probe_writable
 from stage.generate.params import GenerationParams
@@ -94,16 +94,18 @@ class TakeSettings:
 
         if isinstance(self.bpm, str) and self.bpm != "auto":
             raise StageError(f"bpm must be a number or 'auto', got {self.bpm!r}")
-        if self.bpm is not None and self.bpm != "auto":
-            validate_tempo(float(self.bpm), self.beats_per_bar or 4)
-        elif self.beats_per_bar is not None and not (isinstance(self.beats_per_bar, int) and 1 <= self.beats_per_bar <= 16):
+        if self.beats_per_bar is not None and not (isinstance(self.beats_per_bar, int) and 1 <= self.beats_per_bar <= 16):
             raise StageError(f"beats per bar must be an integer in 1..16, got {self.beats_per_bar}")
+        if self.bpm is not None and self.bpm != "auto":
+            validate_tempo(float(self.bpm), 4 if self.beats_per_bar is None else self.beats_per_bar)
         if not np.isfinite(self.offset):
             raise StageError(f"offset must be a number of seconds, got {self.offset}")
         if self.offset != 0.0 and (self.bpm is None or self.bpm == "auto"):
             raise StageError("--offset places the metronome's first downbeat; it needs --bpm N")
         if self.seconds is not None and (not np.isfinite(self.seconds) or self.seconds <= 0):
             raise StageError(f"seconds must be > 0, got {self.seconds}")
+        if self.seconds is not None and self.seconds > MAX_SECONDS:
+            raise StageError(f"seconds must be at most {MAX_SECONDS:g} (one hour), got {self.seconds:g}")
         if not isinstance(self.variations, (int, np.integer)) or not 1 <= self.variations <= 16:
             raise StageError(f"variations must be an integer in 1..16, got {self.variations!r}")
         if self.metronome_only:

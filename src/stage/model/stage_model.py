@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from stage.audio import as_channels_first, check_rate, fit_length, resample, to_mono
+from stage.audio import MAX_SECONDS, as_channels_first, check_rate, fit_length, resample, to_mono
 from stage.errors import StageError
 from stage.generate.params import GenerationParams, GenerationResult
 from stage.model.config import StageConfig
@@ -226,6 +226,8 @@ class StageModel(nn.Module):
             seconds = context_samples / sample_rate if context_samples else window.window_seconds
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.number)) or not np.isfinite(seconds) or seconds <= 0:
             raise StageError(f"seconds must be a number > 0, got {seconds!r}")
+        if seconds > MAX_SECONDS:  # the output buffers grow with the length: refuse before allocating
+            raise StageError(f"seconds must be at most {MAX_SECONDS:g} (one hour), got {seconds:g}")
         if bpm is not None:
             from stage.data.metronome import render_metronome
 

@@ -168,10 +168,10 @@ def split_overrides(args: argparse.Namespace) -> list[str]:
 def run_tokenize(args: argparse.Namespace) -> int:
     import sys
 
-    import torch
     from tqdm import tqdm
 
     from stage.data.samples import SampleConfig, StemDataset
+    from stage.devices import resolve_device
     from stage.errors import StageError
     from stage.model.checkpoints import load_model
     from stage.train.config import apply_overrides
@@ -196,7 +196,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
         from stage.data.manifest import load_manifest
 
         manifest = load_manifest(args.manifest)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     model = load_model(args.model, device=device)
     codec = model.codec
     if config.sample_rate != codec.sample_rate:
