@@ -35,3 +35,16 @@ def test_tempo_range_resolves_double_time():
 def test_silence_has_no_beats():
     with pytest.raises(AudioError, match="no beats found.*--bpm"):
         track_beats(np.zeros((1, 44_100 * 3), np.float32), 44_100)
+
+
+def test_madmom_import_leaves_importlib_metadata_alone():
+    import importlib.metadata
+
+    from stage.data.beats import import_madmom
+
+    before = importlib.metadata.distribution
+    if madmom_available():
+        assert import_madmom().__version__
+    assert importlib.metadata.distribution is before
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.distribution("madmom-surely-not-a-package")

