@@ -1,7 +1,7 @@
 """Checkpoint import (authors' STAGE files, audiocraft, transformers), `stage convert`, and refusals.
 
 The authors' and audiocraft files are synthesised here, at small shapes, from the key tables of
-STAGE_METHOD.md §7.2-§7.4, starting from a random transformers MusicGen. Loading them must give
+docs/method.md §7.2-§7.4, starting from a random transformers MusicGen. Loading them must give
 the transformers model's numbers back.
 """
 

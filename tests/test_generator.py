@@ -1,4 +1,4 @@
-"""The cached Generator equals the reference generator token for token (STAGE_METHOD.md §3.4, §5),
+"""The cached Generator equals the reference generator token for token (docs/method.md §3.4, §5),
 its precision paths stay within their documented tolerances, and bad inputs fail clearly."""
 
 from __future__ import annotations

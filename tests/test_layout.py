@@ -1,4 +1,4 @@
-"""The delay pattern and the STAGE prefix layout: worked examples of STAGE_METHOD.md §3, fast code
+"""The delay pattern and the STAGE prefix layout: worked examples of docs/method.md §3, fast code
 against slow reference loops, and the invariances of §3.3 on a real (tiny) LM."""
 
 from __future__ import annotations

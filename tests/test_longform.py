@@ -1,5 +1,5 @@
 """Whole-song accompaniment: window plan, conditioning slices, continuation, crossfade and exact,
-sample-aligned output length (generate/longform.py; STAGE_METHOD.md §3.4, §3.5)."""
+sample-aligned output length (generate/longform.py; docs/method.md §3.4, §3.5)."""
 
 from __future__ import annotations
 

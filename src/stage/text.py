@@ -1,4 +1,4 @@
-"""T5 text conditioner (STAGE_METHOD.md §2.4).
+"""T5 text conditioner (docs/method.md §2.4).
 
 A frozen T5 encoder turns prompts into hidden states; a trained `Linear(text_dim -> D)` projects
 them to the LM width; the result is multiplied by the token mask. Empty or None prompts get an

@@ -1,4 +1,4 @@
-"""Speed and pitch augmentation of training windows (STAGE_METHOD.md §6.5 steps 1, 2 and 7).
+"""Speed and pitch augmentation of training windows (docs/method.md §6.5 steps 1, 2 and 7).
 
 The authors stretched with RubberBand (`pylibrb`, engine "faster") and applied the same factors
 to target and context. RubberBand is not among our dependencies, so we use librosa's phase

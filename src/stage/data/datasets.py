@@ -6,7 +6,7 @@ kick/snare/overhead tracks in `drums/` — are summed at load time). Readers onl
 directory layout and the metadata files; they never decode audio (`stage prepare` does, see
 `stage.data.manifest`).
 
-Canonical stems (STAGE_METHOD.md §6.5 names them after MoisesDB's folders):
+Canonical stems (docs/method.md §6.5 names them after MoisesDB's folders):
     drums, bass, guitar, keyboard (MoisesDB `other_keys`), piano, strings (`bowed_strings`),
     vocals, percussion, wind, other_plucked, other.
 

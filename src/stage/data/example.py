@@ -1,4 +1,4 @@
-"""The unit of training data: one (context, target stem, caption) example (STAGE_METHOD.md §6.5).
+"""The unit of training data: one (context, target stem, caption) example (docs/method.md §6.5).
 
 Audio examples hold 32 kHz mono float32 waveforms, encoded by the trainer on its device. Token
 examples (the pre-tokenised path) hold EnCodec codes directly. Context and target start at the

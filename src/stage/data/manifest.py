@@ -11,7 +11,7 @@ A manifest is one JSON-lines file, `DIR/manifest.jsonl`:
 
 Beats and downbeats are tracked on the song's full mix (every stem summed, mono) with madmom's
 downbeat tracker (librosa as a fallback), replacing the authors' unshipped Beat This! step
-(STAGE_METHOD.md §4 step 1, §9). Songs rendered by `stage synth` (a meta.json of format
+(docs/method.md §4 step 1, §9). Songs rendered by `stage synth` (a meta.json of format
 "stage-band" in the song folder) take their exact beats, downbeats and caption from it instead
 (beat_source "stage-band"). A song whose audio cannot be read is skipped with its reason
 in the header, never turned into silence (§9: the authors' loader made unreadable audio zeros).

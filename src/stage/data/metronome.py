@@ -1,4 +1,4 @@
-"""Click tracks exactly as STAGE trained on them (STAGE_METHOD.md §4).
+"""Click tracks exactly as STAGE trained on them (docs/method.md §4).
 
 Beats and downbeats are each rendered with `librosa.clicks` (a 1 kHz sine of 0.1 s with an
 exponential decay from 1 to 2^-10, placed at floor(t * sr)); the two tracks are **summed** (a

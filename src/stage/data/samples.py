@@ -1,4 +1,4 @@
-"""Training examples from a manifest: (context, target stem, caption), as in STAGE_METHOD.md §6.5.
+"""Training examples from a manifest: (context, target stem, caption), as in docs/method.md §6.5.
 
 For every example (`StemDataset[index]`):
 1. augmentation draws: speed with `speed_prob` (a playback rate uniform in `speed_range`, rounded

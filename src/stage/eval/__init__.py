@@ -1,4 +1,4 @@
-"""Evaluation of generated stems (the authors' repository has none, STAGE_METHOD.md §8-9).
+"""Evaluation of generated stems (the authors' repository has none, docs/method.md §8-9).
 
     from stage.eval import beat_scores, frechet_distance, kernel_audio_distance
     from stage.eval import EvalConfig, evaluate, write_report

@@ -16,7 +16,7 @@ Here trimming is an option (`trim=True`, `min_time=5.0` reproduces mir_eval's ev
 **off by default**: every beat counts.
 
 **Span.** A context may be shorter than the stem (STAGE uses 5-10 s contexts for 10 s stems,
-STAGE_METHOD.md §3.5); beats can only be judged where a reference exists, so both sequences are
+docs/method.md §3.5); beats can only be judged where a reference exists, so both sequences are
 cut to `[0, span)` when a span is given.
 """
 

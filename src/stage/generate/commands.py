@@ -47,7 +47,7 @@ examples:
   stage generate --metronome-only --bpm 120 --seconds 10 --stem drums --model stage-drums
   stage generate loop.wav --stem drums --model tiny --seconds 2      # smoke test, no downloads"""
 
-METRONOME_HELP = """Write a click track with the recipe STAGE was trained on (STAGE_METHOD.md §4): 1 kHz clicks
+METRONOME_HELP = """Write a click track with the recipe STAGE was trained on (docs/method.md §4): 1 kHz clicks
 of 0.1 s on every beat, beats and downbeats summed (accented downbeats), clipped to [-1, 1].
 `stage generate --bpm N` gives the model exactly this click (rendered at 32 kHz).
 

@@ -1,4 +1,4 @@
-"""The fast generator: static KV cache, one shared prefill, a sync-free decode loop (STAGE_METHOD.md
+"""The fast generator: static KV cache, one shared prefill, a sync-free decode loop (docs/method.md
 §3.4, §5; §9 "KV-cached decoding", "several variations in one batch").
 
 It produces exactly what `reference.reference_generate` produces (the authors' loop, which re-runs

@@ -1,5 +1,5 @@
 """Whole-song accompaniment: sliding windows over the mix, each continuing the stem so far
-(STAGE_METHOD.md §3.4 "prompt", §3.5; §9 "long-form accompaniment").
+(docs/method.md §3.4 "prompt", §3.5; §9 "long-form accompaniment").
 
 STAGE was trained on 10 s windows whose context is the first 5-10 s of the *same* window (context
 and stem start at the same sample, §3.5). A song longer than one window is generated as a chain

@@ -1,4 +1,4 @@
-"""Generation options and results as dataclasses (STAGE_METHOD.md §5 defaults)."""
+"""Generation options and results as dataclasses (docs/method.md §5 defaults)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The reference generator: minimal, exact and slow (STAGE_METHOD.md §3.4 and §5).
+"""The reference generator: minimal, exact and slow (docs/method.md §3.4 and §5).
 
 It follows the authors' loop literally: at every step the **whole** sequence so far is run
 through the LM (no cache), the last step's logits are guided and sampled, and the token is

@@ -66,7 +66,7 @@ def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") ->
 
 
 def combine_guidance(logits: Tensor, variations: int, guidance: float, text_guidance: float | None = None) -> Tensor:
-    """Classifier-free guidance on raw logits (STAGE_METHOD.md §5).
+    """Classifier-free guidance on raw logits (docs/method.md §5).
 
     logits: [nb * V, ...] with the branches in blocks of V rows: cond (context + text), uncond
     (context all pad, null text) and, for separate scales, ctx (context kept, null text).

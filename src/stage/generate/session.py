@@ -5,7 +5,7 @@ everything needed to reproduce it. `stage generate`, `stage session` and `stage 
 through `render_takes` (generate) and `write_takes` (files), so they behave the same.
 
 What the model hears (the *context*) depends on the tempo option. The released STAGE models
-take either a mix or a click track as context, never both (STAGE_METHOD.md §4: with p = 0.5 the
+take either a mix or a click track as context, never both (docs/method.md §4: with p = 0.5 the
 click track *replaces* the mix in training), so exactly one of these is passed to the model:
 
 | option            | context (what the model hears)                                    | MIX is used for            |

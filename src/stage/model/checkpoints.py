@@ -10,7 +10,7 @@
 - a directory written by transformers' `MusicgenForConditionalGeneration.save_pretrained`
   (plus tokenizer files), or the hub id of such a model;
 - the authors' released `stage-{drums,bass}.safetensors` (full `LightningMusicgen` state_dict,
-  x-transformers names, STAGE_METHOD.md §7.4);
+  x-transformers names, docs/method.md §7.4);
 - an audiocraft MusicGen `state_dict.bin` (`best_state`, §7.2).
 
 Weights are read with safetensors or `torch.load(weights_only=True)`; nothing is unpickled.
@@ -162,7 +162,7 @@ def hf_rules(config: LMConfig) -> Iterator[Rule]:
 
 
 def authors_rules(config: LMConfig) -> Iterator[Rule]:
-    """The authors' x-transformers names (STAGE_METHOD.md §7.4) -> StageLM names.
+    """The authors' x-transformers names (docs/method.md §7.4) -> StageLM names.
 
     Sublayer j of `attn_layers.layers` is self-attention (j = 3i), cross-attention (3i + 1) or
     feed-forward (3i + 2) of block i; `.0.0` is its pre-norm and `.1` the sublayer itself.
@@ -190,7 +190,7 @@ def authors_rules(config: LMConfig) -> Iterator[Rule]:
 
 
 def audiocraft_rules(config: LMConfig) -> Iterator[Rule]:
-    """audiocraft LM names (`best_state`, STAGE_METHOD.md §7.2) -> StageLM names.
+    """audiocraft LM names (`best_state`, docs/method.md §7.2) -> StageLM names.
 
     audiocraft fuses q/k/v as `in_proj_weight` rows [q; k; v], for self- and cross-attention.
     """

@@ -34,7 +34,7 @@ class LMConfig:
     """Shape and token layout of the MusicGen decoder (`StageLM`).
 
     layout:
-      - "stage": STAGE_METHOD.md §2.3/§3. The pad row (id = codebook_size) is a zero, frozen
+      - "stage": docs/method.md §2.3/§3. The pad row (id = codebook_size) is a zero, frozen
         embedding (`padding_idx`); conditioning pads are masked out of attention; positions restart
         at the first attended step; the context id (codebook_size + 1) is a trained row.
       - "musicgen": plain MusicGen. The pad id doubles as the learned BOS/"special" token, nothing

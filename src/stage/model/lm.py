@@ -1,6 +1,6 @@
 """StageLM: MusicGen's decoder plus STAGE's context token, written for training and for caching.
 
-Architecture (STAGE_METHOD.md §2.3; identical maths to audiocraft and HF MusicGen):
+Architecture (docs/method.md §2.3; identical maths to audiocraft and HF MusicGen):
 - input: the sum over the K codebooks of one embedding table each, with `codebook_size + 2` rows
   (codes, pad id, context id), plus absolute sinusoidal positions (cos first; frequency
   10000^(-i/(half-1)));

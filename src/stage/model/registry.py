@@ -1,6 +1,6 @@
 """Known models and stems: what `--model stage-drums` means, and where its weights must be.
 
-The STAGE authors released two fine-tuned MusicGen-small checkpoints (STAGE_METHOD.md §7.1):
+The STAGE authors released two fine-tuned MusicGen-small checkpoints (docs/method.md §7.1):
 `stage-drums.safetensors` (trained to step 30 000) and `stage-bass.safetensors` (step 57 500),
 both complete `LightningMusicgen` state_dicts. They are linked from the README of
 https://github.com/giorgioskij/stage (hosted on Google Drive, not on the Hugging Face hub), so
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from stage.errors import CheckpointError, StageError
 
-# The instruments STAGE's data pipeline knows (STAGE_METHOD.md §6.5: drums, bass, guitar,
+# The instruments STAGE's data pipeline knows (docs/method.md §6.5: drums, bass, guitar,
 # keyboard (`other_keys`), piano, strings (`bowed_strings`), other). Vocals were never a target or
 # a context stem in training, so they are not offered.
 STEMS = ("drums", "bass", "guitar", "keyboard", "piano", "strings", "other")

@@ -1,6 +1,6 @@
 """Token-level pieces: EnCodec wrapper, the delay pattern and the STAGE prefix layout.
 
-Special ids (STAGE_METHOD.md §2.3): per codebook the input vocabulary is `codebook_size + 2`.
+Special ids (docs/method.md §2.3): per codebook the input vocabulary is `codebook_size + 2`.
 The audio codes are 0..codebook_size-1, then one pad id and one context id. For every released
 MusicGen/STAGE model codebook_size is 2048, which gives the constants below. Functions take the
 ids as arguments (defaulting to these) so that a model with another codebook size works too.

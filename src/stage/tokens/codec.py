@@ -1,4 +1,4 @@
-"""EnCodec wrapper: audio <-> codes, always frozen and in eval mode (STAGE_METHOD.md §2.2).
+"""EnCodec wrapper: audio <-> codes, always frozen and in eval mode (docs/method.md §2.2).
 
 Thin layer over transformers' `EncodecModel`. The 32 kHz model has 4 codebooks of 2048 codes at
 50 Hz (hop 640). `encode` maps [B, 1, N] float audio at `sample_rate` to [B, K, T] codes with

@@ -1,4 +1,4 @@
-"""MusicGen's delay pattern, as small pure functions (STAGE_METHOD.md §3.1 step 4, §3.2).
+"""MusicGen's delay pattern, as small pure functions (docs/method.md §3.1 step 4, §3.2).
 
 Codebook k is delayed by `delays[k]` steps (MusicGen: delays = (0, 1, 2, 3)), and one all-pad
 step is put in front, so that **step s of codebook k holds frame s - 1 - delays[k]**; a step

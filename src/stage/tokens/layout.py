@@ -1,4 +1,4 @@
-"""The STAGE prefix layout: `[context | CONTEXT_ID | stem]`, delayed jointly (STAGE_METHOD.md §3).
+"""The STAGE prefix layout: `[context | CONTEXT_ID | stem]`, delayed jointly (docs/method.md §3).
 
 Context (mix or metronome codes, Tc frames), one frame of the context id in every codebook, then
 the stem (Tt frames) are concatenated **along time first**; the delay pattern is then applied to

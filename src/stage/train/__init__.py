@@ -1,4 +1,4 @@
-"""Fine-tuning STAGE models with Lightning (STAGE_METHOD.md §6).
+"""Fine-tuning STAGE models with Lightning (docs/method.md §6).
 
 - `config`: `TrainConfig` (YAML + dotted `key=value` overrides, validated);
 - `module`: `StageTrainingModule` (the LightningModule: encoding, dropouts, layout, loss);

@@ -4,18 +4,18 @@ transformers ships EnCodec's architecture and inference but no training code, an
 nothing that learns its quantizer. This module owns that, following EnCodec (Défossez et al.,
 "High Fidelity Neural Audio Compression", 2022, arXiv:2210.13438):
 
-- reconstruction: time-domain L1 (§3.4, weight lambda_t = 0.1) and a multi-scale mel-spectrogram
-  loss (§3.4: L1 + L2 over mel spectrograms at windows 2^i, hop 2^i / 4, 64 bins, weight
+- reconstruction: time-domain L1 (EnCodec §3.4, weight lambda_t = 0.1) and a multi-scale mel-spectrogram
+  loss (EnCodec §3.4: L1 + L2 over mel spectrograms at windows 2^i, hop 2^i / 4, 64 bins, weight
   lambda_f = 1). We add an L1 on log-mel at the same scales, as descript-audio-codec does
-  (Kumar et al., 2023, §3.4): without it the quiet partials of a bass note carry no gradient;
-- a commitment loss ||z - sg(q)||^2 between the encoder output and its quantized value (§3.3),
+  (Kumar et al., 2023, DAC §3.4): without it the quiet partials of a bass note carry no gradient;
+- a commitment loss ||z - sg(q)||^2 between the encoder output and its quantized value (EnCodec §3.3),
   with a straight-through estimator for the decoder's gradient. Its weight is VQ-VAE's 0.25
   (van den Oord et al., 2017) rather than EnCodec's 1: without EnCodec's loss balancer, weight 1
   let it outweigh the mel loss and pull the latents onto a few codes in our short runs;
 - residual vector quantization whose codebooks are not trained by the optimizer but by an
   exponential moving average of the assigned vectors (decay 0.99, Laplace smoothing 1e-5),
   initialised by k-means on the first batch, with dead codes (EMA usage below a threshold)
-  replaced by random vectors of the current batch (§3.3, "threshold_ema_dead_code = 2" in the
+  replaced by random vectors of the current batch (EnCodec §3.3, "threshold_ema_dead_code = 2" in the
   authors' release; we make it relative to our much smaller batches, see `CodecTrainConfig`);
 - no adversarial loss: within the CPU budget the discriminator did not pay for itself.
 
@@ -213,7 +213,7 @@ class AudioCrops(torch.utils.data.IterableDataset):
 
 
 class MultiScaleMel(torch.nn.Module):
-    """EnCodec's multi-scale mel loss (§3.4) plus a log-mel L1 (DAC §3.4).
+    """EnCodec's multi-scale mel loss (EnCodec §3.4) plus a log-mel L1 (DAC §3.4).
 
     For each window w: STFT (Hann, hop w / 4), mel with min(64, w / 8) bins (fewer would leave empty low filters) (librosa's Slaney
     filters); loss = L1(mel) + L2(mel) + L1(log10 mel), averaged over scales.

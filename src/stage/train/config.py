@@ -5,7 +5,7 @@ A `TrainConfig` is read from a YAML file, then `key=value` overrides with dotted
 scalars/lists. Every key is checked: an unknown key or a value of the wrong type raises a
 one-line `ConfigError` that names it (and suggests the closest known key).
 
-The defaults are the authors' recipe (STAGE_METHOD.md §6): AdamW lr 1e-5, betas (0.9, 0.95),
+The defaults are the authors' recipe (docs/method.md §6): AdamW lr 1e-5, betas (0.9, 0.95),
 weight decay 1e-3, constant lr, gradient clipping by value at 1.0, batch 2 x accumulation 4
 (effective 8), fp16 mixed precision on GPU, context dropout 0.1, text dropout 0.5, T5 word
 dropout 0.3, EnCodec and T5 frozen, the LM and the T5 projection trained.

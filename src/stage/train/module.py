@@ -1,4 +1,4 @@
-"""The LightningModule that fine-tunes a StageModel (STAGE_METHOD.md §6).
+"""The LightningModule that fine-tunes a StageModel (docs/method.md §6).
 
 One training step (§6.6):
 1. encode the target stems and the contexts with the frozen EnCodec on the training device (the
