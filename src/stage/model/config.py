@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stage.errors import ConfigError
+from stage.tokens.config import ENCODEC_32KHZ, CodecConfig  # noqa: F401 (re-exported: model configs hold one)
 
 LAYOUTS = ("stage", "musicgen")
 
 # Hub ids of the frozen parts every released MusicGen/STAGE model uses.
-ENCODEC_32KHZ = "facebook/encodec_32khz"
 T5_BASE = "google-t5/t5-base"
 
 
@@ -99,40 +99,6 @@ class LMConfig:
             raise ConfigError(f"lm.dropout must be in [0, 1), got {self.dropout}")
         if not self.norm_eps > 0:
             raise ConfigError(f"lm.norm_eps must be > 0, got {self.norm_eps}")
-
-
-@dataclass(frozen=True)
-class CodecConfig:
-    """Where the frozen EnCodec comes from and what it produces.
-
-    source: "tiny" (seeded random, for tests), a hub id, or a directory written by
-    `EncodecModel.save_pretrained`. A relative directory is resolved against the checkpoint.
-    """
-
-    source: str = ENCODEC_32KHZ
-    sample_rate: int = 32_000
-    frame_rate: int = 50
-    num_codebooks: int = 4
-    codebook_size: int = 2048
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def hop_length(self) -> int:
-        return self.sample_rate // self.frame_rate
-
-    def validate(self) -> None:
-        if not isinstance(self.source, str) or not self.source:
-            raise ConfigError(f"codec.source must be a non-empty string, got {self.source!r}")
-        for name in ("sample_rate", "frame_rate", "num_codebooks", "codebook_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"codec.{name} must be a positive integer, got {value!r}")
-        if self.sample_rate % self.frame_rate:
-            raise ConfigError(
-                f"codec.sample_rate ({self.sample_rate}) must be a multiple of codec.frame_rate ({self.frame_rate})"
-            )
 
 
 @dataclass(frozen=True)

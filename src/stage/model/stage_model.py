@@ -68,8 +68,8 @@ class StageModel(nn.Module):
         return WindowParams(window_seconds=w, context_seconds=w, prompt_seconds=w / 2)
 
     def save(self, out_dir, bundle: bool = True, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
-        """Write a stage checkpoint folder (see `stage.model.checkpoints.save_checkpoint`)."""
-        from stage.model.checkpoints import save_checkpoint
+        """Write a stage checkpoint folder (see `stage.model.saving.save_checkpoint`)."""
+        from stage.model.saving import save_checkpoint
 
         return save_checkpoint(self, out_dir, bundle=bundle, overwrite=overwrite, dtype=dtype)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stage.model.config import CodecConfig
+from stage.tokens.config import CodecConfig
 
 # transformers' config for facebook/encodec_32khz (its public config.json), so that EnCodec
 # weights found inside a checkpoint (the authors' STAGE files) load with no download.

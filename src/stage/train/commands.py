@@ -227,7 +227,6 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
 
 def run_train_codec(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from stage.errors import StageError
