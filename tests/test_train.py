@@ -98,6 +98,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
     ("trainer.batch_size=two", "trainer.batch_size must be an integer"),
     ("optim.lr=-1", "optim.lr must be > 0"),
     ("dropout.text=1.5", "dropout.text must be in [0, 1]"),
+    ("dropout.stem_tokens=-0.1", "dropout.stem_tokens must be in [0, 1]"),
     ("trainer.precision=fp8", "trainer.precision must be one of"),
     ("optim.betas=[0.9]", "optim.betas must be a list of 2 values"),
     ("trainer.strategy=horovod", "trainer.strategy must be one of"),
@@ -229,6 +230,26 @@ def test_dropouts_are_seeded_by_the_batch_number():
     empty = sum(1 for t in a[1] if t == "")
     assert 16 < empty < 48
     assert any(0 < len(t.split()) < 3 for t in a[1])  # word dropout removes single words
+
+
+def test_noisy_history_changes_what_the_lm_reads_not_what_it_learns():
+    off = StageTrainingModule(load_config(TINY))
+    target = torch.randint(0, 2048, (8, 4, 50))
+    assert off.noisy_history(target, batch_no=0) is None  # off by default (the authors' recipe)
+    module = StageTrainingModule(load_config(TINY, ["dropout.stem_tokens=0.3"]))
+    a = module.noisy_history(target, batch_no=3)
+    assert torch.equal(a, module.noisy_history(target, batch_no=3))
+    assert not torch.equal(a, module.noisy_history(target, batch_no=4))
+    changed = (a != target).any(dim=1)  # [B, T]: whole frames, all codebooks together
+    whole = ((a != target).sum(dim=1) >= 3) | ~changed  # a random code may equal the true one
+    assert bool(whole.all()) and 0.2 < changed.float().mean() < 0.4
+    assert int(a.max()) < 2048 and int(a.min()) >= 0
+    # The loss targets the clean stem: the same logits scored against `target`, not `a`.
+    context = torch.randint(0, 2048, (8, 4, 20))
+    out = teacher_forced(module.lm, context, target, None, inputs=a)
+    assert torch.equal(out.target, target)
+    clean = teacher_forced(module.lm, context, target, None)
+    assert not torch.allclose(out.loss, clean.loss)
 
 
 def test_audio_batches_are_encoded_one_context_at_a_time(tiny_model):

@@ -14,7 +14,7 @@ Sections (see configs/drums.yaml for a commented example):
   seed, out
   model:    init, codec, text, tokenizer, stem, lm {dim, num_layers, num_heads, ffn_dim, dropout}
   data:     kind (stems|tokens), train, val, sample {...}, train_samples, val_samples, num_workers
-  dropout:  context, text, word
+  dropout:  context, text, word, stem_tokens
   optim:    lr, betas, weight_decay, eps, warmup_steps
   trainer:  max_steps, batch_size, accumulate, precision, clip_value, clip_algorithm, accelerator,
             devices, num_nodes, strategy, val_every, val_batches, checkpoint_every, keep_checkpoints,
@@ -101,11 +101,17 @@ class DataSection:
 @dataclass(frozen=True)
 class DropoutSection:
     """Per-sample training dropouts (§5, §6): the context becomes all pad, the text becomes the
-    null condition; each word of a caption is dropped independently."""
+    null condition; each word of a caption is dropped independently.
+
+    stem_tokens (ours, not the authors'; 0 = off): the share of the stem's *input* frames replaced
+    by random codes in teacher forcing (the loss still targets the true codes). With clean
+    history a model trained from scratch can read tempo and phase off its own past and ignore the
+    context; noisy history makes the context the reliable source (docs/method.md §12)."""
 
     context: float = 0.1
     text: float = 0.5
     word: float = 0.3
+    stem_tokens: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,7 @@ class TrainConfig:
             raise ConfigError(f"model.stem is {m.stem!r} but data.sample.target_stem is {target!r}")
         if d.sample and d.kind != "stems":
             raise ConfigError("data.sample applies to data.kind 'stems' only (set data.kind=stems)")
-        for name in ("context", "text", "word"):
+        for name in ("context", "text", "word", "stem_tokens"):
             v = getattr(p, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"dropout.{name} must be in [0, 1], got {v}")

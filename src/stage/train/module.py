@@ -224,10 +224,25 @@ class StageTrainingModule(L.LightningModule):
         """Encode, (in training) apply the dropouts, lay out, run the LM and take the loss."""
         context, target = self.encode(batch)
         captions = list(batch.captions)
+        inputs = None
         if train:
             context, captions = self.apply_dropouts(context, captions, batch.batch_no)
+            inputs = self.noisy_history(target, batch.batch_no)
         cond = self.model.text(captions)
-        return teacher_forced(self.lm, context, target, cond)
+        return teacher_forced(self.lm, context, target, cond, inputs)
+
+    def noisy_history(self, target: Tensor, batch_no: int) -> Tensor | None:
+        """The stem as the LM reads it in teacher forcing: with `dropout.stem_tokens` = p > 0, a
+        share p of its frames (all codebooks of a frame together) hold random codes instead
+        (the loss still targets `target`). Seeded by (seed, batch_no, rank)."""
+        p = self.config.dropout.stem_tokens
+        if p <= 0:
+            return None
+        g = torch.Generator().manual_seed(derive_seed(self.config.seed, batch_no, self.global_rank, 11))
+        B, K, T = target.shape
+        hit = torch.rand(B, 1, T, generator=g) < p  # [B, 1, Tt]
+        noise = torch.randint(0, self.lm.config.codebook_size, (B, K, T), generator=g)
+        return torch.where(hit.to(target.device), noise.to(target.device), target)
 
     def apply_dropouts(self, context: Tensor, captions: list[str], batch_no: int) -> tuple[Tensor, list[str]]:
         """Per-sample context / text / word dropout (§5, §6), seeded by (seed, batch_no, rank)."""
@@ -263,12 +278,19 @@ class StageTrainingModule(L.LightningModule):
         return out.loss
 
     def validation_step(self, batch: TrainBatch, batch_idx: int) -> None:
-        out = self.forward_batch(batch, train=False)
+        context, target = self.encode(batch)
+        cond = self.model.text(list(batch.captions))
+        out = teacher_forced(self.lm, context, target, cond)
         B = len(batch)
         self.log("val/loss", out.loss, prog_bar=True, batch_size=B, sync_dist=True)
         for k, ce in enumerate(out.ce):
             self.log(f"val/ce_q{k}", ce, batch_size=B, sync_dist=True)
         self.log("val/acc", token_accuracy(out), batch_size=B, sync_dist=True)
+        # The control at the loss level: the same batch with every context dropped (all pad, as
+        # context dropout does). context_gain > 0 means the model uses its context.
+        control = teacher_forced(self.lm, torch.full_like(context, self.lm.config.pad_id), target, cond)
+        self.log("val/loss_no_context", control.loss, batch_size=B, sync_dist=True)
+        self.log("val/context_gain", control.loss - out.loss, batch_size=B, sync_dist=True)
 
     def configure_optimizers(self):
         o = self.config.optim
@@ -297,11 +319,13 @@ class StageTrainingModule(L.LightningModule):
 # --------------------------------------------------------------------------- pure helpers
 
 
-def teacher_forced(lm: StageLM, context: Tensor, target: Tensor, cond: TextCondition | None) -> StepOutput:
+def teacher_forced(lm: StageLM, context: Tensor, target: Tensor, cond: TextCondition | None,
+                   inputs: Tensor | None = None) -> StepOutput:
     """One teacher-forced pass: context [B, K, Tc] (left-padded, pad rows = dropped), target
-    [B, K, Tt] -> loss, per-codebook CE and the target logits (§3.1-§3.2)."""
+    [B, K, Tt] -> loss, per-codebook CE and the target logits (§3.1-§3.2). inputs: what the LM
+    reads as the stem (default: `target` itself; see `noisy_history`)."""
     c = lm.config
-    layout = build_training_layout(context, target, c.delays, c.pad_id, c.context_id)
+    layout = build_training_layout(context, target if inputs is None else inputs, c.delays, c.pad_id, c.context_id)
     logits = lm(layout.codes, cond, layout.attended, layout.positions)  # [B, K, S, V]
     tl, valid = target_logits(logits, layout, c.delays)  # [B, K, Tt, V], [K, Tt]
     loss, ce = masked_cross_entropy(tl, target, valid)
