@@ -118,10 +118,6 @@ class TextConditioner(nn.Module):
         states = states * mask[..., None].to(states.dtype)
         return TextCondition(states, mask)
 
-    def null(self, batch_size: int) -> TextCondition:
-        w = self.proj.weight
-        return TextCondition.null(batch_size, self.dim, device=w.device, dtype=w.dtype)
-
 
 def encoder_t5_config(vocab_size: int, d_model: int, d_kv: int, d_ff: int, num_heads: int, buckets: int):
     """A 2-layer ReLU T5 encoder config with no dropout (pad 0, eos 1) and T5's default maximum

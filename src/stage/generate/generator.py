@@ -71,10 +71,6 @@ class GeneratorOutput:
     decode_seconds: float
     steps: int
 
-    @property
-    def step_ms(self) -> float:
-        return 1000.0 * self.decode_seconds / max(1, self.steps)
-
 
 @dataclass(frozen=True)
 class _Group:

@@ -214,6 +214,11 @@ class LongformOutput:
     encode_seconds: float = 0.0
     codec_decode_seconds: float = 0.0
 
+    @property
+    def step_ms(self) -> float:
+        """The mean LM decode step, in milliseconds."""
+        return 1000.0 * self.decode_seconds / max(1, self.steps)
+
 
 def generate_longform(
     run: Callable[[Tensor | None, Tensor | None, int, Callable[[int, int], None] | None], "object"],

@@ -102,10 +102,6 @@ class StageModel(nn.Module):
         """codes [V, K, T] -> float32 [V, 1, T * hop] at the model's rate."""
         return self.codec.decode(codes.to(self.device)).cpu().numpy()
 
-    def decode_codes(self, codes: Tensor, num_samples: int, sample_rate: int, channels: int) -> np.ndarray:
-        """codes [V, K, T] -> float32 [V, C, num_samples] at `sample_rate`, mono copied to C channels."""
-        return self.finish_audio(self.decode_model_audio(codes), num_samples, sample_rate, channels)
-
     def finish_audio(self, audio: np.ndarray, num_samples: int, sample_rate: int, channels: int) -> np.ndarray:
         """[V, 1, N] at the model rate -> float32 [V, C, num_samples] at `sample_rate` (resampled,
         cut or zero-padded to the exact length, mono copied to C channels)."""
@@ -274,7 +270,7 @@ class StageModel(nn.Module):
             "lm": lm_seconds if engine == "cached" else (t_lm_end - t_text) - out.encode_seconds - out.codec_decode_seconds,
             "prefill": out.prefill_seconds,
             "decode_steps": float(out.steps),
-            "step_ms": 1000.0 * out.decode_seconds / max(1, out.steps),
+            "step_ms": out.step_ms,
             "decode": out.codec_decode_seconds + (t_end - t_lm_end),
             "windows": float(len(out.windows)),
             "total": t_end - t0,

@@ -332,13 +332,10 @@ def teacher_forced(lm: StageLM, context: Tensor, target: Tensor, cond: TextCondi
     return StepOutput(loss, ce, tl, valid, target, layout)
 
 
-def token_accuracy(out: StepOutput, frames: Tensor | None = None) -> Tensor:
-    """Greedy (argmax) teacher-forced accuracy over the valid target tokens; `frames` [B, Tt]
-    optionally restricts it to some frames (e.g. those aligned with a context)."""
+def token_accuracy(out: StepOutput) -> Tensor:
+    """Greedy (argmax) teacher-forced accuracy over the valid target tokens."""
     pred = out.logits.argmax(-1)  # [B, K, Tt]
     mask = out.valid[None].expand_as(pred)
-    if frames is not None:
-        mask = mask & frames[:, None, :]
     hits = (pred == out.target) & mask
     return hits.sum().float() / mask.sum().clamp(min=1).float()
 

@@ -21,7 +21,6 @@ A run folder (`config.out`) holds:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -377,8 +376,3 @@ def train(config: TrainConfig, resume: str | os.PathLike | None = None, force: b
         step = max([step] + [int(p.name.split("-")[1]) for p in checkpoints])
         final = out / "model" if config.trainer.bundle_final and (out / "model").is_dir() else None
     return TrainResult(out=out, global_step=step, checkpoints=checkpoints, final=final, metrics=metrics)
-
-
-def replace_section(config: TrainConfig, section: str, **changes) -> TrainConfig:
-    """config with `section.field = value` changes (a convenience for tests and scripts)."""
-    return config.replace(**{section: dataclasses.replace(getattr(config, section), **changes)})
