@@ -103,8 +103,9 @@ class DropoutSection:
     """Per-sample training dropouts (§5, §6): the context becomes all pad, the text becomes the
     null condition; each word of a caption is dropped independently.
 
-    stem_tokens (ours, not the authors'; 0 = off): the share of the stem's *input* frames replaced
-    by random codes in teacher forcing (the loss still targets the true codes). With clean
+    stem_tokens (ours, not the authors'; 0 = off): the largest share of the stem's *input* frames
+    replaced by random codes in teacher forcing (each sample draws its share in [0, stem_tokens];
+    the loss still targets the true codes). With clean
     history a model trained from scratch can read tempo and phase off its own past and ignore the
     context; noisy history makes the context the reliable source (docs/method.md §12)."""
 

@@ -232,15 +232,17 @@ class StageTrainingModule(L.LightningModule):
         return teacher_forced(self.lm, context, target, cond, inputs)
 
     def noisy_history(self, target: Tensor, batch_no: int) -> Tensor | None:
-        """The stem as the LM reads it in teacher forcing: with `dropout.stem_tokens` = p > 0, a
-        share p of its frames (all codebooks of a frame together) hold random codes instead
-        (the loss still targets `target`). Seeded by (seed, batch_no, rank)."""
+        """The stem as the LM reads it in teacher forcing: with `dropout.stem_tokens` = p > 0, each
+        sample draws a share r ~ U(0, p), and that share of its frames (all codebooks of a frame
+        together) hold random codes instead; the loss still targets `target`. Samples with r near
+        1 must be predicted from the context alone. Seeded by (seed, batch_no, rank)."""
         p = self.config.dropout.stem_tokens
         if p <= 0:
             return None
         g = torch.Generator().manual_seed(derive_seed(self.config.seed, batch_no, self.global_rank, 11))
         B, K, T = target.shape
-        hit = torch.rand(B, 1, T, generator=g) < p  # [B, 1, Tt]
+        rate = torch.rand(B, 1, 1, generator=g) * p  # [B, 1, 1]
+        hit = torch.rand(B, 1, T, generator=g) < rate  # [B, 1, Tt]
         noise = torch.randint(0, self.lm.config.codebook_size, (B, K, T), generator=g)
         return torch.where(hit.to(target.device), noise.to(target.device), target)
 
