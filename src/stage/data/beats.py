@@ -19,6 +19,9 @@ from stage.audio import as_channels_first, check_rate, is_silent, resample, to_m
 from stage.errors import AudioError
 
 MADMOM_RATE = 44_100  # madmom's models expect 44.1 kHz
+# The tempo range the tracker may report by default (`--min-bpm` / `--max-bpm`).
+TRACK_MIN_BPM = 55.0
+TRACK_MAX_BPM = 205.0
 MIN_BEATS = 2
 
 
@@ -96,8 +99,8 @@ def track_beats(
     sample_rate: int,
     method: str = "auto",
     beats_per_bar: tuple[int, ...] = (3, 4),
-    min_bpm: float = 55.0,
-    max_bpm: float = 205.0,
+    min_bpm: float = TRACK_MIN_BPM,
+    max_bpm: float = TRACK_MAX_BPM,
 ) -> BeatGrid:
     """Track beats and downbeats of [C, N] or [N] audio -> BeatGrid.
 
@@ -129,7 +132,10 @@ def _track_madmom(x: np.ndarray, sample_rate: int, beats_per_bar: tuple[int, ...
     import_madmom()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from madmom.features.downbeats import DBNDownBeatTrackingProcessor, RNNDownBeatProcessor
+        from madmom.features.downbeats import (
+            DBNDownBeatTrackingProcessor,
+            RNNDownBeatProcessor,
+        )
 
         y = resample(x[None], sample_rate, MADMOM_RATE)[0]
         activations = RNNDownBeatProcessor()(y.astype(np.float32))

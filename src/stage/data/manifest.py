@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from stage.data.beats import MADMOM_RATE
 from stage.data.datasets import DEFAULT_VALID_SONGS, Song, list_songs
 from stage.errors import AudioError, StageError
 from stage.files import atomic_write_text
@@ -45,7 +46,6 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
 PARTIAL_SUFFIX = ".partial"
 BEAT_METHODS = ("auto", "madmom", "librosa", "none")
-MADMOM_RATE = 44_100  # madmom's models expect 44.1 kHz; analysing at that rate avoids a second resample
 LIBROSA_RATE = 22_050
 
 

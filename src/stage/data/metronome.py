@@ -64,5 +64,12 @@ def render_metronome(bpm: float, beats_per_bar: int = 4, seconds: float = 10.0, 
 def validate_tempo(bpm: float, beats_per_bar: int) -> None:
     if not isinstance(bpm, (int, float, np.number)) or not np.isfinite(bpm) or not MIN_BPM <= bpm <= MAX_BPM:
         raise StageError(f"bpm must be between {MIN_BPM:.0f} and {MAX_BPM:.0f}, got {bpm}")
-    if not isinstance(beats_per_bar, (int, np.integer)) or not 1 <= beats_per_bar <= 16:
-        raise StageError(f"beats per bar must be an integer in 1..16, got {beats_per_bar}")
+    validate_beats_per_bar(beats_per_bar)
+
+
+MAX_BEATS_PER_BAR = 16
+
+
+def validate_beats_per_bar(beats_per_bar) -> None:
+    if isinstance(beats_per_bar, bool) or not isinstance(beats_per_bar, (int, np.integer)) or not 1 <= beats_per_bar <= MAX_BEATS_PER_BAR:
+        raise StageError(f"beats per bar must be an integer in 1..{MAX_BEATS_PER_BAR}, got {beats_per_bar}")

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from stage.data.beats import TRACK_MAX_BPM, TRACK_MIN_BPM
 from stage.errors import StageError
 from stage.model.registry import KNOWN_MODELS, STEMS
 
@@ -96,8 +97,8 @@ def add_take_options(p: argparse.ArgumentParser, session: bool = False) -> None:
     p.add_argument("--bpm", help="tempo: N (metronome context) or 'auto' (track the mix's beats); default: the mix is the context")
     p.add_argument("--beats-per-bar", type=int, help="metronome accent period (default 4); with --bpm auto, the meter to track")
     p.add_argument("--offset", type=float, default=0.0, help="time of the metronome's first downbeat, seconds (with --bpm N)")
-    p.add_argument("--min-bpm", type=float, default=55.0, help="lowest tempo --bpm auto may report (default 55)")
-    p.add_argument("--max-bpm", type=float, default=205.0, help="highest tempo --bpm auto may report (default 205)")
+    p.add_argument("--min-bpm", type=float, default=TRACK_MIN_BPM, help=f"lowest tempo --bpm auto may report (default {TRACK_MIN_BPM:g})")
+    p.add_argument("--max-bpm", type=float, default=TRACK_MAX_BPM, help=f"highest tempo --bpm auto may report (default {TRACK_MAX_BPM:g})")
     p.add_argument("--variations", type=int, default=1, help="number of takes, generated in one batch (default 1)")
     p.add_argument("--seed", type=int, help="base seed; take v uses seed + v (default: random, written to the sidecar)")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default 3.0, the authors'; 1 = off)")
@@ -258,7 +259,14 @@ def generation_meta(model_source: str, model) -> dict:
 def run_generate(args: argparse.Namespace) -> int:
     """`stage generate`: see GENERATE_HELP."""
     from stage.audio import load_audio
-    from stage.generate.session import check_free, ensure_writable_dir, plan_takes, render_takes, take_paths, write_takes
+    from stage.generate.session import (
+        check_free,
+        ensure_writable_dir,
+        plan_takes,
+        render_takes,
+        take_paths,
+        write_takes,
+    )
 
     t0 = time.perf_counter()
     stem, model_source = resolve_stem_and_model(args.stem, args.model, args.quiet)

@@ -43,7 +43,16 @@ from pathlib import Path
 
 import numpy as np
 
-from stage.audio import MAX_SECONDS, as_channels_first, check_rate, fit_length, load_audio, resample, save_audio
+from stage.audio import (
+    MAX_SECONDS,
+    as_channels_first,
+    check_rate,
+    fit_length,
+    load_audio,
+    resample,
+    save_audio,
+)
+from stage.data.beats import TRACK_MAX_BPM, TRACK_MIN_BPM
 from stage.errors import AudioError, StageError
 from stage.files import atomic_write_text, probe_writable
 from stage.generate.params import GenerationParams
@@ -81,8 +90,8 @@ class TakeSettings:
     variations: int = 1
     params: GenerationParams = field(default_factory=GenerationParams)
     metronome_only: bool = False
-    min_bpm: float = 55.0
-    max_bpm: float = 205.0
+    min_bpm: float = TRACK_MIN_BPM
+    max_bpm: float = TRACK_MAX_BPM
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stem", check_stem(self.stem))
@@ -90,12 +99,17 @@ class TakeSettings:
         self.validate()
 
     def validate(self) -> None:
-        from stage.data.metronome import MAX_BPM, MIN_BPM, validate_tempo
+        from stage.data.metronome import (
+            MAX_BPM,
+            MIN_BPM,
+            validate_beats_per_bar,
+            validate_tempo,
+        )
 
         if isinstance(self.bpm, str) and self.bpm != "auto":
             raise StageError(f"bpm must be a number or 'auto', got {self.bpm!r}")
-        if self.beats_per_bar is not None and not (isinstance(self.beats_per_bar, int) and 1 <= self.beats_per_bar <= 16):
-            raise StageError(f"beats per bar must be an integer in 1..16, got {self.beats_per_bar}")
+        if self.beats_per_bar is not None:
+            validate_beats_per_bar(self.beats_per_bar)
         if self.bpm is not None and self.bpm != "auto":
             validate_tempo(float(self.bpm), 4 if self.beats_per_bar is None else self.beats_per_bar)
         if not np.isfinite(self.offset):
@@ -398,7 +412,7 @@ def reproduce_command(settings: TakeSettings, seed: int, model: str | None, mix:
         args += ["--seconds", f"{samples / sample_rate:g}"]
     if settings.bpm is not None:
         args += ["--bpm", str(settings.bpm) if settings.bpm == "auto" else f"{float(settings.bpm):g}"]
-        if settings.bpm == "auto" and (settings.min_bpm, settings.max_bpm) != (55.0, 205.0):
+        if settings.bpm == "auto" and (settings.min_bpm, settings.max_bpm) != (TRACK_MIN_BPM, TRACK_MAX_BPM):
             args += ["--min-bpm", f"{settings.min_bpm:g}", "--max-bpm", f"{settings.max_bpm:g}"]
     if settings.beats_per_bar is not None:
         args += ["--beats-per-bar", str(settings.beats_per_bar)]
