@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from stage.errors import CheckpointError, StageError
+from stage.errors import CheckpointError, ConfigError, StageError
 from stage.model import registry, sources
-from stage.model.config import MINI_CODEC, MINI_TEXT, MINI_TEXT_DIM, StageConfig, preset
+from stage.model.config import MINI_CODEC, MINI_TEXT, MINI_TEXT_DIM, LMConfig, StageConfig, preset
 
 REAL_ASSETS = sources.ASSETS
 CAPTIONS = [
@@ -85,6 +85,24 @@ def test_mini_preset_builds_and_validates():
     with torch.device("meta"):
         params = sum(p.numel() for p in StageLM(c.lm).parameters())
     assert 7e6 < params < 10e6
+
+
+def test_mini_code_embeddings_are_as_loud_as_the_positions():
+    """From scratch, HF's N(0, 0.02) code rows would be ~20x quieter than the sinusoid."""
+    from stage.model.lm import StageLM, sinusoidal_embedding
+
+    c = preset("mini")
+    torch.manual_seed(0)
+    lm = StageLM(c.lm)
+    codes = torch.randint(0, 1024, (1, 4, 200))
+    positions = torch.arange(200)[None]
+    tokens = sum(lm.emb[k](codes[:, k]) for k in range(4))  # [1, S, D]
+    ratio = tokens.norm(dim=-1).mean() / sinusoidal_embedding(positions, c.lm.dim).norm(dim=-1).mean()
+    assert 0.7 < float(ratio) < 1.3
+    assert float(lm.emb[0].weight[c.lm.pad_id].abs().max()) == 0.0  # the pad row stays zero
+    with pytest.raises(ConfigError, match="embedding_std"):
+        LMConfig(embedding_std=-1.0)
+    assert LMConfig().embedding_std is None  # MusicGen shapes keep HF's init
 
 
 def test_mini_text_asset_loads_offline_and_covers_the_captions(monkeypatch):

@@ -51,6 +51,10 @@ class LMConfig:
     layout: str = "stage"
     norm_eps: float = 1e-5
     dropout: float = 0.0  # residual dropout in training; the authors use none (§2.3)
+    # std of the random code embeddings (None: HF MusicGen's 0.02). Only a model trained from
+    # scratch cares: at 0.02 the summed code rows (norm ~0.6 at 256 wide) are ~20x smaller than
+    # the sinusoid (norm sqrt(D/2)), so what the tokens say barely survives the first LayerNorm.
+    embedding_std: float | None = None
 
     def __post_init__(self) -> None:
         if not self.delays:
@@ -95,6 +99,8 @@ class LMConfig:
             raise ConfigError(f"lm.delays must be non-negative and start at 0, got {list(self.delays)}")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"lm.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.embedding_std is not None and not (isinstance(self.embedding_std, (int, float)) and self.embedding_std > 0):
+            raise ConfigError(f"lm.embedding_std must be a number > 0 or null, got {self.embedding_std!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"lm.dropout must be in [0, 1), got {self.dropout}")
         if not self.norm_eps > 0:
@@ -237,7 +243,8 @@ PRESETS: dict[str, StageConfig] = {
     # STAGE-mini (see the module docstring): 256 wide, 6 layers of 4 x 64-dim heads, FFN 4 x dim,
     # 4 codebooks of 1024 codes (so pad id 1024, context id 1025), about 8 M trained parameters.
     "mini": StageConfig(
-        lm=LMConfig(dim=256, num_layers=6, num_heads=4, ffn_dim=1024, num_codebooks=4, codebook_size=1024, layout="stage"),
+        lm=LMConfig(dim=256, num_layers=6, num_heads=4, ffn_dim=1024, num_codebooks=4, codebook_size=1024, layout="stage",
+                    embedding_std=0.35),  # 4 summed rows of norm ~0.35 * 16 = 5.6: as loud as the sinusoid (11.3)
         codec=CodecConfig(source=MINI_CODEC, sample_rate=32_000, frame_rate=50, num_codebooks=4, codebook_size=1024),
         text=TextConfig(source=MINI_TEXT, dim=MINI_TEXT_DIM),
         name="mini",

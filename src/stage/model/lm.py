@@ -195,6 +195,9 @@ class StageLM(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        if self.config.embedding_std is not None:  # a from-scratch model: tokens as loud as positions
+            for table in self.emb:
+                nn.init.normal_(table.weight, std=self.config.embedding_std)
         self.init_special_rows(context=True)
 
     @torch.no_grad()
