@@ -36,12 +36,12 @@ class TextCondition:
     def batch_size(self) -> int:
         return self.states.shape[0]
 
-    def repeat(self, n: int) -> "TextCondition":
+    def repeat(self, n: int) -> TextCondition:
         """Repeat every row n times in a block: [a, b] -> [a, a, ..., b, b, ...]."""
         return TextCondition(self.states.repeat_interleave(n, 0), self.mask.repeat_interleave(n, 0))
 
     @staticmethod
-    def null(batch_size: int, dim: int, device=None, dtype=torch.float32) -> "TextCondition":
+    def null(batch_size: int, dim: int, device=None, dtype=torch.float32) -> TextCondition:
         """The unconditional text: one zero vector per row, masked out (§2.4 null_condition)."""
         return TextCondition(
             torch.zeros(batch_size, 1, dim, device=device, dtype=dtype),
@@ -49,7 +49,7 @@ class TextCondition:
         )
 
     @staticmethod
-    def cat(conditions: Sequence["TextCondition"]) -> "TextCondition":
+    def cat(conditions: Sequence[TextCondition]) -> TextCondition:
         """Stack along the batch, right-padding the token axis with masked zeros."""
         width = max(c.states.shape[1] for c in conditions)
         states, masks = [], []
@@ -84,7 +84,7 @@ class TextConditioner(nn.Module):
         self.encoder.requires_grad_(False)
         self.encoder.eval()
 
-    def train(self, mode: bool = True) -> "TextConditioner":
+    def train(self, mode: bool = True) -> TextConditioner:
         super().train(mode)
         self.encoder.eval()  # T5 is frozen: never dropout, whatever the trainer does
         return self

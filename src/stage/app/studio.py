@@ -159,7 +159,7 @@ class Studio:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def create(cls, config: StudioConfig, model=None) -> "Studio":
+    def create(cls, config: StudioConfig, model=None) -> Studio:
         """Load `config.model` (unless a model is given) and prepare the work folder."""
         if model is None:
             model = load_studio_model(config)

@@ -29,9 +29,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ class SongRecord:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "SongRecord":
+    def from_json(cls, data: dict[str, Any]) -> SongRecord:
         try:
             return cls(
                 id=str(data["id"]), dataset=str(data["dataset"]), split=str(data["split"]),

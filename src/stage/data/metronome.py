@@ -55,7 +55,9 @@ def metronome_times(bpm: float, beats_per_bar: int, seconds: float, offset: floa
     return beats, downbeats
 
 
-def render_metronome(bpm: float, beats_per_bar: int = 4, seconds: float = 10.0, offset: float = 0.0, sample_rate: int = 32_000) -> np.ndarray:
+def render_metronome(
+    bpm: float, beats_per_bar: int = 4, seconds: float = 10.0, offset: float = 0.0, sample_rate: int = 32_000
+) -> np.ndarray:
     """A click track at `bpm` with an accent every `beats_per_bar` beats -> float32 [N]."""
     beats, downbeats = metronome_times(bpm, beats_per_bar, seconds, offset)
     return render_clicks(beats, downbeats, seconds, sample_rate)

@@ -107,7 +107,7 @@ class SampleConfig:
         self.validate()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SampleConfig":
+    def from_dict(cls, data: dict[str, Any]) -> SampleConfig:
         """Build from a mapping (a config file's section). Unknown keys are refused by name."""
         if not isinstance(data, dict):
             raise ConfigError(f"sample config must be a mapping, got {type(data).__name__}")

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from stage.files import atomic_write
 
 FORMAT = "stage-embedding-cache"

@@ -490,7 +490,9 @@ def _distributions(run: _Run, generated: list[Path]) -> dict:
     reference = list_audio(c.reference, "reference")
     for what, files in (("generated", generated), ("reference", reference)):
         if len(files) < 2:
-            raise StageError(f"FAD/KAD need at least 2 {what} files, found {len(files)} in {c.generated if what == 'generated' else c.reference}")
+            raise StageError(
+                f"FAD/KAD need at least 2 {what} files, found {len(files)} in {c.generated if what == 'generated' else c.reference}"
+            )
     model = None
     results = {}
     for name in c.embedders:

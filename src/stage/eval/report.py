@@ -120,7 +120,10 @@ def _file_columns(report: EvalReport) -> list[tuple[str, callable]]:
         cols += [
             ("beat F1", lambda f: _fmt(f.beat["beat"]["f1"]) if f.beat else "–"),
             ("downbeat F1", lambda f: _fmt(f.beat["downbeat"]["f1"]) if f.beat else "–"),
-            ("BPM gen/ref", lambda f: f"{_fmt(f.beat['tempo']['generated_bpm'], 1)} / {_fmt(f.beat['tempo']['reference_bpm'], 1)}" if f.beat else "–"),
+            (
+                "BPM gen/ref",
+                lambda f: f"{_fmt(f.beat['tempo']['generated_bpm'], 1)} / {_fmt(f.beat['tempo']['reference_bpm'], 1)}" if f.beat else "–",
+            ),
             ("tempo ratio", lambda f: _fmt(f.beat["tempo"]["ratio"]) if f.beat else "–"),
         ]
     if any(f.onset for f in report.files):

@@ -200,7 +200,7 @@ class Generator:
 
     # ------------------------------------------------------------------ setup
 
-    def _setup(self, text, num_frames, params, context, prompt, V) -> "_State":
+    def _setup(self, text, num_frames, params, context, prompt, V) -> _State:
         c, dev = self.config, self.device
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -270,7 +270,7 @@ class Generator:
 
     # ------------------------------------------------------------------ prefill
 
-    def _prefill(self, st: "_State") -> Tensor:
+    def _prefill(self, st: _State) -> Tensor:
         """Run the prefix once per branch (shared part on one row, divergent part on V rows) and
         return the logits that predict step `start`: [R, K, card] float32."""
         out = []
@@ -311,7 +311,7 @@ class Generator:
 
     # ------------------------------------------------------------------ decode
 
-    def _decode(self, st: "_State", s: int) -> Tensor:
+    def _decode(self, st: _State, s: int) -> Tensor:
         """Feed step s (all rows) and return the logits predicting step s + 1: [R, K, card]."""
         if self.static:
             return self._decode_static_call(st, s)
@@ -370,7 +370,7 @@ class Generator:
             packed = self._packed[module] = module.weight.detach().to_mkldnn()
         return torch._C._nn.mkldnn_linear(x2.to_mkldnn(), packed, None).to_dense().reshape(n, q, -1)
 
-    def _cross(self, blk, i: int, x: Tensor, cross: "_Cross", rows: slice) -> Tensor:
+    def _cross(self, blk, i: int, x: Tensor, cross: _Cross, rows: slice) -> Tensor:
         """Cross-attention for the text rows only; the other rows' output is exactly zero (§2.3).
         Same maths as `CrossAttention.forward`."""
         k, v = cross.kv[i]
@@ -416,7 +416,7 @@ class Generator:
             x = self._ff(blk, x)
         return self._logits(x)
 
-    def _decode_static_call(self, st: "_State", s: int) -> Tensor:
+    def _decode_static_call(self, st: _State, s: int) -> Tensor:
         """Copy step s's inputs into the persistent buffers and run the static step (compiled,
         replayed as a CUDA graph, or eagerly)."""
         if getattr(self, "_inputs_for", None) is not st:  # a new call: refresh the buffers
@@ -439,7 +439,7 @@ class Generator:
             return self._graph_out
         return self._decode_static(*args)
 
-    def _load_static_inputs(self, st: "_State") -> None:
+    def _load_static_inputs(self, st: _State) -> None:
         """Keep one set of static input buffers per shape (rows, text rows and tokens, mask), so a
         captured graph or a compiled step stays valid across calls and long-form windows."""
         R, K = st.codes.shape[0], self.config.num_codebooks
@@ -509,7 +509,7 @@ class _Cross:
     rows: slice  # the rows that carry text: the cond branch [0, V)
     shared: bool  # one text for every variation
 
-    def narrow(self, n: int) -> "_Cross":
+    def narrow(self, n: int) -> _Cross:
         """The first n rows (a prefill on fewer rows than V)."""
         kv = [(k[:n], v[:n]) for k, v in self.kv]
         return _Cross(kv, None if self.mask is None else self.mask[:n], slice(0, n), self.shared)

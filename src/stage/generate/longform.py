@@ -221,7 +221,7 @@ class LongformOutput:
 
 
 def generate_longform(
-    run: Callable[[Tensor | None, Tensor | None, int, Callable[[int, int], None] | None], "object"],
+    run: Callable[[Tensor | None, Tensor | None, int, Callable[[int, int], None] | None], object],
     encode: Callable[[np.ndarray], Tensor],
     decode: Callable[[Tensor], np.ndarray],
     mix: np.ndarray | None,

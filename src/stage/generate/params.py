@@ -78,7 +78,7 @@ class GenerationResult:
 
     stems: np.ndarray
     sample_rate: int
-    codes: "object"
+    codes: object
     seeds: list[int]
     timings: dict[str, float] = field(default_factory=dict)
 

@@ -582,7 +582,7 @@ class SessionState:
         return {"format": SESSION_FORMAT, "version": SESSION_VERSION, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict, where: str) -> "SessionState":
+    def from_dict(cls, data: dict, where: str) -> SessionState:
         if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT:
             raise StageError(f"{where}: not a stage session file")
         if data.get("version", 0) > SESSION_VERSION:
@@ -625,7 +625,7 @@ class Session:
     # ----------------------------------------------------------- create / open / save
 
     @classmethod
-    def create(cls, folder, mix: np.ndarray, sample_rate: int, source: str | None = None) -> "Session":
+    def create(cls, folder, mix: np.ndarray, sample_rate: int, source: str | None = None) -> Session:
         """Start a session in `folder` (new, or an empty folder) from `mix` float [C, N]."""
         folder = Path(folder)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -655,7 +655,7 @@ class Session:
         return session
 
     @classmethod
-    def open(cls, folder) -> "Session":
+    def open(cls, folder) -> Session:
         folder = Path(folder)
         path = folder / SESSION_FILE
         if not path.is_file():
@@ -712,7 +712,7 @@ class Session:
     # ----------------------------------------------------------- changes
 
     def add_takes(self, model, settings: TakeSettings, progress: Progress | None = None, extra: dict | None = None,
-                  precision: str = "fp32") -> "SessionTakes":
+                  precision: str = "fp32") -> SessionTakes:
         """Generate takes over the current mix and record them (files in `takes/`)."""
         if settings.metronome_only or settings.seconds is not None:
             raise StageError("a session's takes always cover the whole session mix (no --seconds / --metronome-only)")

@@ -34,6 +34,18 @@ from torch import Tensor
 from stage.errors import CheckpointError, ConfigError
 from stage.model.config import T5_BASE, CodecConfig, LMConfig, StageConfig, TextConfig, preset
 from stage.model.lm import StageLM
+
+# The folder format and its writer live in stage.model.saving (StageModel.save uses it, and this
+# module builds StageModels: one module holding both would import itself round a cycle).
+from stage.model.saving import (  # noqa: F401 (re-exported)
+    CONFIG_FILE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    check_output_dir,
+    plain_permissions,
+    save_checkpoint,
+)
 from stage.model.sources import (
     EMBEDDED,
     TINY_SEED,
@@ -44,18 +56,6 @@ from stage.model.sources import (
     hub_snapshot,
     looks_like_hub_id,
     t5_config_from_state,
-)
-
-# The folder format and its writer live in stage.model.saving (StageModel.save uses it, and this
-# module builds StageModels: one module holding both would import itself round a cycle).
-from stage.model.saving import (  # noqa: E402,F401 (re-exported)
-    CONFIG_FILE,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    WEIGHTS_FILE,
-    check_output_dir,
-    plain_permissions,
-    save_checkpoint,
 )
 
 # Short names for well-known hub models.
@@ -92,7 +92,9 @@ def read_torch(path: Path) -> object:
             raise CheckpointError(
                 f"{path}: holds pickled Python objects; refusing to unpickle it (only plain tensors are loaded)"
             ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({text.splitlines()[0][:120] if text else type(err).__name__})") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({text.splitlines()[0][:120] if text else type(err).__name__})"
+        ) from None
 
 
 def read_hf_weights(folder: Path) -> dict[str, Tensor]:
@@ -151,7 +153,11 @@ def hf_rules(config: LMConfig) -> Iterator[Rule]:
     for i in range(config.num_layers):
         L = f"{P}layers.{i}."
         B = f"blocks.{i}."
-        for ours, theirs in (("self_norm", "self_attn_layer_norm"), ("cross_norm", "encoder_attn_layer_norm"), ("ff_norm", "final_layer_norm")):
+        for ours, theirs in (
+            ("self_norm", "self_attn_layer_norm"),
+            ("cross_norm", "encoder_attn_layer_norm"),
+            ("ff_norm", "final_layer_norm"),
+        ):
             for w in ("weight", "bias"):
                 yield Rule(f"{B}{ours}.{w}", _p(f"{L}{theirs}.{w}"))
         yield Rule(f"{B}self_attn.qkv.weight", _p(*(f"{L}self_attn.{x}_proj.weight" for x in "qkv")))
@@ -244,7 +250,12 @@ def apply_rules(rules: Iterator[Rule], source: Mapping[str, Tensor], config: LMC
             used.add(part.key)
         tensor = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
         want = expected[rule.target]
-        if rule.target.startswith("emb.") and tensor.dim() == 2 and tensor.shape[0] == config.codebook_size + 1 and tensor.shape[1] == want[1]:
+        if (
+            rule.target.startswith("emb.")
+            and tensor.dim() == 2
+            and tensor.shape[0] == config.codebook_size + 1
+            and tensor.shape[1] == want[1]
+        ):
             # Seeded per table, so that loading the same file twice gives the same model.
             g = torch.Generator().manual_seed(CONTEXT_ROW_SEED + int(rule.target.split(".")[1]))
             row = torch.randn(1, want[1], generator=g) * (2.0 / want[1]) ** 0.5  # Kaiming normal, fan_in = D
@@ -444,9 +455,13 @@ def load_stage_checkpoint(folder: Path, codec: str | None = None, text: str | No
     except ValueError as err:
         raise CheckpointError(f"{folder / CONFIG_FILE}: not valid JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: not a stage checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE}: not a stage checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     if meta.get("version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{folder}: checkpoint format version {meta['version']} is newer than this stage ({FORMAT_VERSION}); upgrade stage")
+        raise CheckpointError(
+            f"{folder}: checkpoint format version {meta['version']} is newer than this stage ({FORMAT_VERSION}); upgrade stage"
+        )
     try:
         config = StageConfig.from_dict(meta.get("config", {}))
     except ConfigError as err:
@@ -558,7 +573,16 @@ def _assemble_with_hf_parts(config: StageConfig, lm_state, proj, codec_state, t5
     return StageModel(config, lm.float(), codec, text)
 
 
-def infer_lm_config(state: Mapping[str, Tensor], emb: str, layer_key: str, ffn_key: str, layout: str, what: str, heads: int | None = None, layers: int | None = None) -> LMConfig:
+def infer_lm_config(
+    state: Mapping[str, Tensor],
+    emb: str,
+    layer_key: str,
+    ffn_key: str,
+    layout: str,
+    what: str,
+    heads: int | None = None,
+    layers: int | None = None,
+) -> LMConfig:
     """Infer the decoder shape from tensors. Heads are not visible in the shapes: MusicGen uses
     64-dim heads (audiocraft, §2.3: attn_dim_head=64), so heads = dim // 64 unless given."""
     tables = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(emb.replace("{k}", r"(\d+)"), k)))

@@ -171,7 +171,7 @@ class StageConfig:
                 f"lm.codebook_size ({self.lm.codebook_size}) != codec.codebook_size ({self.codec.codebook_size})"
             )
 
-    def replace(self, **changes: Any) -> "StageConfig":
+    def replace(self, **changes: Any) -> StageConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,7 +180,7 @@ class StageConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StageConfig":
+    def from_dict(cls, data: dict[str, Any]) -> StageConfig:
         """Build from a dict (e.g. a checkpoint's JSON). Unknown keys are refused by name."""
         if not isinstance(data, dict):
             raise ConfigError(f"config must be a mapping, got {type(data).__name__}")

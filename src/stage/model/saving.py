@@ -41,7 +41,9 @@ def check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     return out
 
 
-def save_checkpoint(model, out_dir: str | os.PathLike, bundle: bool = True, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
+def save_checkpoint(
+    model, out_dir: str | os.PathLike, bundle: bool = True, overwrite: bool = False, dtype: torch.dtype | None = None
+) -> Path:
     """Write `model` as a stage checkpoint folder, atomically.
 
     bundle: also write the frozen EnCodec (`codec/`) and T5 + tokenizer (`text/`), so the folder
@@ -51,9 +53,9 @@ def save_checkpoint(model, out_dir: str | os.PathLike, bundle: bool = True, over
     into one that points at `codec/` / `text/` it does not have.
     dtype: store the LM in another precision (e.g. torch.float16 halves the size).
     """
-    from stage.model.sources import BUNDLED
-
     from safetensors.torch import save_file
+
+    from stage.model.sources import BUNDLED
 
     out = check_output_dir(out_dir, overwrite)
     parent = out.parent

@@ -78,7 +78,7 @@ class Codec(nn.Module):
         self.model.requires_grad_(False)
         self.model.eval()
 
-    def train(self, mode: bool = True) -> "Codec":
+    def train(self, mode: bool = True) -> Codec:
         super().train(mode)
         self.model.eval()  # frozen: its codebook buffers must never be EMA-updated
         return self

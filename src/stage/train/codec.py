@@ -134,7 +134,7 @@ class CodecTrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CodecTrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> CodecTrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -246,7 +246,7 @@ class MultiScaleMel(torch.nn.Module):
 
 
 @functools.lru_cache(maxsize=4)
-def _distance_mel(sample_rate: int) -> "MultiScaleMel":
+def _distance_mel(sample_rate: int) -> MultiScaleMel:
     return MultiScaleMel(sample_rate, (512, 1024, 2048))
 
 

@@ -145,7 +145,7 @@ class TrainerSection:
     clip_value: float | None = 1.0
     clip_algorithm: str = "value"
     accelerator: str = "auto"
-    devices: Union[int, str] = "auto"
+    devices: int | str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
     val_every: int = 1250
@@ -258,11 +258,11 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "TrainConfig":
+    def from_dict(cls, data: Any) -> TrainConfig:
         """Build from nested mappings; unknown keys and wrong types are refused by name."""
         return _build(cls, data, "")
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -59,7 +59,7 @@ class TrainBatch:
     captions: list[str]
     batch_no: int = -1
 
-    def to(self, device, **kwargs) -> "TrainBatch":
+    def to(self, device, **kwargs) -> TrainBatch:
         return TrainBatch(
             self.kind,
             self.target.to(device, **kwargs),

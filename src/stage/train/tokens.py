@@ -96,7 +96,7 @@ class TokenWriter:
         self._shards: list[dict] = []
         self._closed = False
 
-    def __enter__(self) -> "TokenWriter":
+    def __enter__(self) -> TokenWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -245,7 +245,9 @@ class TokenDataset:
         if s not in self._maps:
             codes = np.load(self._files[s], mmap_mode="r", allow_pickle=False)
             if codes.dtype != np.uint16 or codes.ndim != 2 or codes.shape[0] != self.info.num_codebooks:
-                raise StageError(f"{self._files[s]}: expected uint16 codes [{self.info.num_codebooks}, T], got {codes.dtype} {list(codes.shape)}")
+                raise StageError(
+                    f"{self._files[s]}: expected uint16 codes [{self.info.num_codebooks}, T], got {codes.dtype} {list(codes.shape)}"
+                )
             self._maps[s] = codes
         return self._maps[s]
 
