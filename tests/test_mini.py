@@ -301,3 +301,39 @@ def test_mini_train_configs_parse(stem):
     assert stems.data.kind == "stems" and sample.target_stem == stem
     assert (sample.window_seconds, sample.min_context_seconds, sample.max_context_seconds) == (5.0, 5.0, 5.0)
     assert sample.metronome_prob == (0.5 if stem == "drums" else 0.0)
+
+
+def test_alignment_heads_look_from_stem_frame_t_to_context_frame_t():
+    """lm.align_offset: head 0 of the first two layers starts out peaked `offset` positions back
+    (on a random model, before any training): from the step that predicts stem frame t to the
+    step of context frame t in the STAGE layout."""
+    import dataclasses
+
+    from stage.model.lm import StageLM
+    from stage.tokens.layout import build_training_layout
+
+    c = preset("mini").lm
+    assert c.align_offset == 250 and preset("mini").window_seconds * 50 == c.align_offset
+    small = dataclasses.replace(c, num_layers=2, align_offset=60)
+    torch.manual_seed(0)
+    lm = StageLM(small).eval()
+    context, target = torch.randint(0, 1024, (1, 4, 60)), torch.randint(0, 1024, (1, 4, 60))
+    layout = build_training_layout(context, target, small.delays, small.pad_id, small.context_id)
+    with torch.no_grad():
+        x = lm.embed(layout.codes, layout.positions)
+        D, H = small.dim, small.num_heads
+        q, k, _ = lm.blocks[0].self_attn.qkv(lm.blocks[0].self_norm(x)).view(1, -1, 3, H, D // H).permute(2, 0, 3, 1, 4)
+        logits = (q[0, 0] @ k[0, 0].T) / (D // H) ** 0.5  # head 0: [S, S]
+        S = logits.shape[0]
+        logits = logits.masked_fill(~torch.ones(S, S, dtype=torch.bool).tril(), float("-inf"))
+        stem_steps = torch.arange(70, S)
+        looked = logits[stem_steps].argmax(-1)
+        back = layout.positions[0, stem_steps] - layout.positions[0, looked]
+        assert ((back - 60).abs() <= 1).float().mean() > 0.6  # chance: ~3 / 70
+        random_head = logits.new_tensor(0)  # the other heads stay random
+        q1, k1 = q[0, 1], k[0, 1]
+        random_head = ((q1 @ k1.T)[stem_steps].masked_fill(~torch.ones(S, S, dtype=torch.bool).tril()[stem_steps], float("-inf"))
+                       .argmax(-1))
+        assert ((layout.positions[0, stem_steps] - layout.positions[0, random_head] - 60).abs() <= 1).float().mean() < 0.2
+    with pytest.raises(ConfigError, match="align_offset"):
+        LMConfig(align_offset=0)

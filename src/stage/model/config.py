@@ -55,6 +55,10 @@ class LMConfig:
     # scratch cares: at 0.02 the summed code rows (norm ~0.6 at 256 wide) are ~20x smaller than
     # the sinusoid (norm sqrt(D/2)), so what the tokens say barely survives the first LayerNorm.
     embedding_std: float | None = None
+    # From scratch only: head 0 of the first two layers starts out attending `align_offset` steps
+    # back through the sinusoidal positions (StageLM.init_alignment_heads), i.e. from stem frame
+    # t to context frame t when the context is `align_offset` frames long. None: random heads.
+    align_offset: int | None = None
 
     def __post_init__(self) -> None:
         if not self.delays:
@@ -99,6 +103,8 @@ class LMConfig:
             raise ConfigError(f"lm.delays must be non-negative and start at 0, got {list(self.delays)}")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"lm.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.align_offset is not None and not (isinstance(self.align_offset, int) and self.align_offset > 0):
+            raise ConfigError(f"lm.align_offset must be a positive integer or null, got {self.align_offset!r}")
         if self.embedding_std is not None and not (isinstance(self.embedding_std, (int, float)) and self.embedding_std > 0):
             raise ConfigError(f"lm.embedding_std must be a number > 0 or null, got {self.embedding_std!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -244,7 +250,8 @@ PRESETS: dict[str, StageConfig] = {
     # 4 codebooks of 1024 codes (so pad id 1024, context id 1025), about 8 M trained parameters.
     "mini": StageConfig(
         lm=LMConfig(dim=256, num_layers=6, num_heads=4, ffn_dim=1024, num_codebooks=4, codebook_size=1024, layout="stage",
-                    embedding_std=0.35),  # 4 summed rows of norm ~0.35 * 16 = 5.6: as loud as the sinusoid (11.3)
+                    embedding_std=0.35,  # 4 summed rows of norm ~0.35 * 16 = 5.6: as loud as the sinusoid (11.3)
+                    align_offset=250),  # 5 s contexts at 50 Hz: two heads start out looking from stem frame t to context frame t
         codec=CodecConfig(source=MINI_CODEC, sample_rate=32_000, frame_rate=50, num_codebooks=4, codebook_size=1024),
         text=TextConfig(source=MINI_TEXT, dim=MINI_TEXT_DIM),
         name="mini",

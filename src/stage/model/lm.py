@@ -198,7 +198,34 @@ class StageLM(nn.Module):
         if self.config.embedding_std is not None:  # a from-scratch model: tokens as loud as positions
             for table in self.emb:
                 nn.init.normal_(table.weight, std=self.config.embedding_std)
+        if self.config.align_offset is not None:
+            self.init_alignment_heads(self.config.align_offset)
         self.init_special_rows(context=True)
+
+    @torch.no_grad()
+    def init_alignment_heads(self, offset: int, layers: int = 2, pairs: int | None = None, gain: float = 3.0) -> None:
+        """Make head 0 of the first `layers` blocks attend `offset` positions back.
+
+        The input holds the sinusoid [cos(p w_f) | sin(p w_f)]. A key reads (cos, sin) of the
+        head's `pairs` highest frequencies; the query reads the same pair rotated by offset * w_f,
+        so q_i . k_j ~ gain * sum_f cos((i - offset - j) w_f): a peak at j = i - offset. In the
+        STAGE layout with a context of `offset` frames, that is the step of context frame t seen
+        from the step that predicts stem frame t. The values and outputs stay random."""
+        D, H = self.config.dim, self.config.num_heads
+        Dh, half = D // H, D // 2
+        pairs = min(pairs or Dh // 2, half)
+        scale = math.log(10000.0) / (half - 1)
+        freqs = torch.exp(torch.arange(pairs, dtype=torch.float64) * -scale)
+        c, s = torch.cos(offset * freqs), torch.sin(offset * freqs)
+        for block in list(self.blocks)[:layers]:
+            W = block.self_attn.qkv.weight  # [3D, D]: q rows, k rows, v rows; head 0 = the first Dh
+            q, k = torch.zeros(Dh, D, dtype=torch.float64), torch.zeros(Dh, D, dtype=torch.float64)
+            for f in range(pairs):
+                k[2 * f, f], k[2 * f + 1, half + f] = 1.0, 1.0
+                q[2 * f, f], q[2 * f, half + f] = c[f], s[f]  # cos((i - offset) w)
+                q[2 * f + 1, f], q[2 * f + 1, half + f] = -s[f], c[f]  # sin((i - offset) w)
+            W[:Dh] = (gain * q).to(W.dtype)
+            W[D : D + Dh] = k.to(W.dtype)
 
     @torch.no_grad()
     def init_special_rows(self, context: bool = True) -> None:
