@@ -330,8 +330,7 @@ def test_alignment_heads_look_from_stem_frame_t_to_context_frame_t():
         looked = logits[stem_steps].argmax(-1)
         back = layout.positions[0, stem_steps] - layout.positions[0, looked]
         assert ((back - 60).abs() <= 1).float().mean() > 0.6  # chance: ~3 / 70
-        random_head = logits.new_tensor(0)  # the other heads stay random
-        q1, k1 = q[0, 1], k[0, 1]
+        q1, k1 = q[0, 1], k[0, 1]  # the other heads stay random
         random_head = ((q1 @ k1.T)[stem_steps].masked_fill(~torch.ones(S, S, dtype=torch.bool).tril()[stem_steps], float("-inf"))
                        .argmax(-1))
         assert ((layout.positions[0, stem_steps] - layout.positions[0, random_head] - 60).abs() <= 1).float().mean() < 0.2

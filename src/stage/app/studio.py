@@ -369,7 +369,6 @@ def _context_words(ctx) -> str:
 def load_studio_model(config: StudioConfig):
     """Load `config.model` on `config.device` (known names resolve through the registry, which
     says where to put missing weights)."""
-    from stage.devices import resolve_device
     from stage.model.checkpoints import load_model
 
-    return load_model(config.model, device=resolve_device(config.device))
+    return load_model(config.model, device=config.device)  # load_model resolves "auto" and checks the name

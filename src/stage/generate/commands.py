@@ -190,10 +190,8 @@ def resolve_stem_and_model(stem: str | None, model: str | None, quiet: bool = Fa
 def load_for_stem(source: str, stem: str | None, device: str = "auto", quiet: bool = False):
     """Load the model and settle the stem. A model that records its stem (a STAGE checkpoint)
     refuses another one: a drums model asked for bass would still play drums, under a bass name."""
-    from stage.devices import resolve_device
     from stage.model.checkpoints import load_model
 
-    device = resolve_device(device)
     if not quiet:
         print(f"loading model {source} ...", file=sys.stderr)
     model = load_model(source, device=device)

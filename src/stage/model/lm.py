@@ -35,11 +35,15 @@ def sinusoidal_embedding(positions: Tensor, dim: int) -> Tensor:
     As audiocraft's `create_sin_embedding` and HF's `MusicgenSinusoidalPositionalEmbedding`:
     phase_i = pos / 10000^(i / (half - 1)), i = 0..half-1.
     """
-    half = dim // 2
-    scale = math.log(10000.0) / (half - 1)
-    freqs = torch.exp(torch.arange(half, device=positions.device, dtype=torch.float32) * -scale)
+    freqs = sinusoid_frequencies(dim // 2, device=positions.device)
     angles = positions.float()[..., None] * freqs  # [..., S, half]
     return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+def sinusoid_frequencies(half: int, device=None, dtype=torch.float32) -> Tensor:
+    """[half] angular frequencies w_i = 10000^(-i / (half - 1)) of `sinusoidal_embedding`."""
+    scale = math.log(10000.0) / (half - 1)
+    return torch.exp(torch.arange(half, device=device, dtype=dtype) * -scale)
 
 
 class KVCache:
@@ -214,8 +218,7 @@ class StageLM(nn.Module):
         D, H = self.config.dim, self.config.num_heads
         Dh, half = D // H, D // 2
         pairs = min(pairs or Dh // 2, half)
-        scale = math.log(10000.0) / (half - 1)
-        freqs = torch.exp(torch.arange(pairs, dtype=torch.float64) * -scale)
+        freqs = sinusoid_frequencies(half, dtype=torch.float64)[:pairs]
         c, s = torch.cos(offset * freqs), torch.sin(offset * freqs)
         for block in list(self.blocks)[:layers]:
             W = block.self_attn.qkv.weight  # [3D, D]: q rows, k rows, v rows; head 0 = the first Dh
