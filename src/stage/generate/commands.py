@@ -257,14 +257,8 @@ def generation_meta(model_source: str, model) -> dict:
 def run_generate(args: argparse.Namespace) -> int:
     """`stage generate`: see GENERATE_HELP."""
     from stage.audio import load_audio
-    from stage.generate.session import (
-        check_free,
-        ensure_writable_dir,
-        plan_takes,
-        render_takes,
-        take_paths,
-        write_takes,
-    )
+    from stage.files import check_free, ensure_writable_dir
+    from stage.generate.session import plan_takes, render_takes, take_paths, write_takes
 
     t0 = time.perf_counter()
     stem, model_source = resolve_stem_and_model(args.stem, args.model, args.quiet)
@@ -318,7 +312,7 @@ def run_metronome(args: argparse.Namespace) -> int:
     """`stage metronome`: see METRONOME_HELP."""
     from stage.audio import check_rate, save_audio
     from stage.data.metronome import render_metronome
-    from stage.generate.session import check_free, ensure_writable_dir
+    from stage.files import check_free, ensure_writable_dir
 
     check_rate(args.sample_rate, "--sample-rate")
     click = render_metronome(args.bpm, args.beats_per_bar, args.seconds, args.offset, args.sample_rate)

@@ -31,7 +31,6 @@ recorded in the sidecar.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import shutil
@@ -54,7 +53,7 @@ from stage.audio import (
 )
 from stage.data.beats import TRACK_MAX_BPM, TRACK_MIN_BPM
 from stage.errors import AudioError, StageError
-from stage.files import atomic_write_text, probe_writable
+from stage.files import check_free, ensure_writable_dir, exclusive_lock, write_json
 from stage.generate.params import GenerationParams
 from stage.model.registry import check_stem
 
@@ -463,45 +462,6 @@ def sidecar(takeset: TakeSet, take: Take, files: tuple[Path, Path, Path], extra:
     }
 
 
-def ensure_writable_dir(folder: Path) -> bool:
-    """Create `folder` if needed and prove it is writable by creating a file in it.
-    Returns True when this call created it. Raises StageError otherwise (before any work)."""
-    folder = Path(folder)
-    created = False
-    if folder.exists() and not folder.is_dir():
-        raise StageError(f"{folder}: exists and is not a folder")
-    if not folder.exists():
-        try:
-            folder.mkdir(parents=True)
-            created = True
-        except OSError as err:
-            raise StageError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
-    try:
-        probe_writable(folder)
-    except OSError as err:
-        if created:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise StageError(f"{folder}: output folder is not writable ({err.strerror or err})") from None
-    return created
-
-
-def check_free(paths, force: bool) -> None:
-    """Refuse (before any work) to replace existing files unless `force`."""
-    if force:
-        return
-    for path in paths:
-        if Path(path).exists():
-            raise StageError(f"{path}: already exists (use --force to overwrite)")
-
-
-def write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
-    """Atomic JSON write (temp file + rename); refuses to replace a file unless `overwrite`."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise StageError(f"{path}: already exists (use --force to overwrite)")
-    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
 def write_takes(takeset: TakeSet, out_dir: Path, prefix: str, force: bool = False, extra: dict | None = None) -> list[WrittenTake]:
     """Write every take (stem WAV, `_mix.wav` preview, JSON sidecar) into `out_dir`.
 
@@ -669,23 +629,10 @@ class Session:
     def save(self) -> None:
         write_json(self.folder / SESSION_FILE, self.state.to_dict(), overwrite=True)
 
-    @contextlib.contextmanager
     def lock(self):
         """Exclusive use of the session folder (one stage command at a time)."""
-        try:
-            import fcntl
-        except ImportError:  # not on POSIX: no locking
-            yield
-            return
-        with open(self.folder / LOCK_FILE, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise StageError(f"{self.folder}: another stage command is working on this session; try again when it ends") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return exclusive_lock(self.folder / LOCK_FILE,
+                              f"{self.folder}: another stage command is working on this session; try again when it ends")
 
     # ----------------------------------------------------------- queries
 
