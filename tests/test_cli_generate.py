@@ -22,7 +22,7 @@ from helpers import drum_loop
 
 from stage.audio import load_audio, resample
 from stage.cli import main
-from stage.generate.session import CEILING
+from stage.generate.render import CEILING
 
 FAST = ["--model", "tiny", "--cfg", "1"]  # no CFG: half the compute; CFG itself is covered by the generator tests
 

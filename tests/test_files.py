@@ -1,4 +1,5 @@
-"""Atomic writes keep the old file on failure, leave no temporary file, and use normal permissions."""
+"""Atomic writes keep the old file on failure, leave no temporary file, and use normal permissions;
+a held folder lock refuses a second holder."""
 
 from __future__ import annotations
 
@@ -65,3 +66,16 @@ def test_reading_the_umask_never_changes_it(tmp_path):
         assert os.stat(tmp_path / "f0.txt").st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
+
+
+def test_a_held_lock_refuses_a_second_holder(tmp_path):
+    from stage.errors import StageError
+    from stage.files import exclusive_lock
+
+    lock = tmp_path / ".lock"
+    with exclusive_lock(lock, "busy"):
+        with pytest.raises(StageError, match="busy"):
+            with exclusive_lock(lock, "busy"):
+                pass
+    with exclusive_lock(lock, "busy"):  # released on exit: free again
+        pass

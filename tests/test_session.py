@@ -14,7 +14,9 @@ from stage.audio import load_audio, resample
 from stage.cli import main
 from stage.errors import StageError
 from stage.generate.params import GenerationParams
-from stage.generate.session import CEILING, Session, TakeSettings, mix_with_headroom
+from stage.generate.render import CEILING, mix_with_headroom
+from stage.generate.session import Session
+from stage.generate.takes import TakeSettings
 
 FAST = ["--model", "tiny", "--cfg", "1"]
 
@@ -158,7 +160,8 @@ def test_sessions_refuse_foreign_folders(tmp_path, capsys):
 
 def test_takes_are_reproducible_from_their_seed(tmp_path, tiny_model):
     """Re-running a take's seed alone gives the same stem (variation v uses seed + v)."""
-    from stage.generate.session import plan_takes, render_takes
+    from stage.generate.render import render_takes
+    from stage.generate.takes import plan_takes
 
     mix = drum_loop(120.0, 0.4, 32_000, 0.1)
     params = GenerationParams(guidance=1.0, seed=20)

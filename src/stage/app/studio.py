@@ -1,7 +1,7 @@
 """`stage studio`: a browser studio for musicians (Gradio).
 
 Upload a mix, pick the stem, type a prompt, choose the tempo mode (auto: track the mix's beats;
-number: a metronome; off: the mix itself is the context, see stage.generate.session), the number
+number: a metronome; off: the mix itself is the context, see stage.generate.takes), the number
 of takes and the sampling controls. Each take shows its waveform with the beat grid drawn on, two
 players (stem, stem + mix) and downloads of both WAVs (with their JSON sidecars on disk).
 
@@ -205,7 +205,9 @@ class Studio:
         progress(fraction, desc) is called as the job advances. Raises StageError for bad input."""
         from stage.audio import load_audio
         from stage.generate.params import GenerationParams
-        from stage.generate.session import TakeSettings, plan_takes, render_takes, write_takes
+        from stage.generate.render import render_takes
+        from stage.generate.takefiles import write_takes
+        from stage.generate.takes import TakeSettings, plan_takes
 
         report = progress or (lambda fraction, desc="": None)
         path = self.check_upload(upload)

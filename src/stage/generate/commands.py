@@ -1,8 +1,9 @@
 """`stage generate`, `stage metronome` and `stage session`: the musician's command line.
 
-The commands are thin: they parse options, load audio and the model, and call
-`stage.generate.session` (plan_takes / render_takes / write_takes, Session), which the web
-studio uses too. What the model hears in each tempo mode is documented there.
+The commands are thin: they parse options, load audio and the model, and call the take
+pipeline (`plan_takes` in stage.generate.takes, `render_takes` in stage.generate.render,
+`write_takes` in stage.generate.takefiles) and `Session` (stage.generate.session), which the web
+studio uses too. What the model hears in each tempo mode is documented in stage.generate.takes.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def load_for_stem(source: str, stem: str | None, device: str = "auto", quiet: bo
 
 def take_settings(args: argparse.Namespace, stem: str, seconds: float | None = None, metronome_only: bool = False):
     from stage.generate.params import GenerationParams
-    from stage.generate.session import TakeSettings
+    from stage.generate.takes import TakeSettings
 
     extra = {} if args.text_cfg is None else {"text_guidance": args.text_cfg}
     params = GenerationParams(guidance=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -257,14 +258,11 @@ def generation_meta(model_source: str, model) -> dict:
 def run_generate(args: argparse.Namespace) -> int:
     """`stage generate`: see GENERATE_HELP."""
     from stage.audio import load_audio
-    from stage.generate.session import (
-        check_free,
-        ensure_writable_dir,
-        plan_takes,
-        render_takes,
-        take_paths,
-        write_takes,
-    )
+    from stage.files import check_free, ensure_writable_dir
+    from stage.generate.naming import take_paths
+    from stage.generate.render import render_takes
+    from stage.generate.takefiles import write_takes
+    from stage.generate.takes import plan_takes
 
     t0 = time.perf_counter()
     stem, model_source = resolve_stem_and_model(args.stem, args.model, args.quiet)
@@ -318,7 +316,7 @@ def run_metronome(args: argparse.Namespace) -> int:
     """`stage metronome`: see METRONOME_HELP."""
     from stage.audio import check_rate, save_audio
     from stage.data.metronome import render_metronome
-    from stage.generate.session import check_free, ensure_writable_dir
+    from stage.files import check_free, ensure_writable_dir
 
     check_rate(args.sample_rate, "--sample-rate")
     click = render_metronome(args.bpm, args.beats_per_bar, args.seconds, args.offset, args.sample_rate)
