@@ -40,9 +40,11 @@ from stage.data.beats import MADMOM_RATE
 from stage.data.datasets import DEFAULT_VALID_SONGS, Song, list_songs
 from stage.errors import AudioError, StageError
 from stage.files import atomic_write_text
+from stage.formats import check_format
 
 log = logging.getLogger(__name__)
 
+FORMAT_NAME = "stage-manifest"  # for messages: the header line names it by its key, {"stage_manifest": version}
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
 PARTIAL_SUFFIX = ".partial"
@@ -162,9 +164,8 @@ def load_manifest(path, root=None) -> Manifest:
         header = None
     if not isinstance(header, dict) or "stage_manifest" not in header:
         raise StageError(f"{path}: not a stage manifest (no header line)")
-    if header["stage_manifest"] != FORMAT_VERSION:
-        raise StageError(f"{path}: manifest format {header['stage_manifest']} is not supported "
-                         f"(this stage reads format {FORMAT_VERSION}); re-run `stage prepare`")
+    check_format(FORMAT_NAME, header["stage_manifest"], expected=FORMAT_NAME, version=FORMAT_VERSION,
+                 where=path, what="stage manifest")  # the header's key names the format
     songs = []
     for number, line in enumerate(lines[1:], start=2):
         try:
