@@ -49,12 +49,12 @@ from stage.model.saving import (  # noqa: F401 (re-exported)
 from stage.model.sources import (
     EMBEDDED,
     TINY_SEED,
-    _seed,
     build_codec,
     build_text,
     check_tensors,
     hub_snapshot,
     looks_like_hub_id,
+    seeded,
     t5_config_from_state,
 )
 
@@ -410,7 +410,7 @@ def assemble(
 def build_tiny():
     """The seeded random tiny model: identical weights on every call and every machine."""
     config = preset("tiny")
-    with _seed(TINY_SEED + 2):
+    with seeded(TINY_SEED + 2):
         model = assemble(config, None, None)
         model.lm.reset_parameters()
         model.text.proj.reset_parameters()
@@ -424,7 +424,7 @@ def build_mini(codec: str | None = None, text: str | None = None, tokenizer: str
     if codec or text or tokenizer:
         c, t = _sources(config.codec, config.text, codec, text, tokenizer)
         config = config.replace(codec=c, text=t)
-    with _seed(MINI_SEED):
+    with seeded(MINI_SEED):
         model = assemble(config, None, None)
         model.lm.reset_parameters()
         model.text.proj.reset_parameters()
