@@ -387,12 +387,19 @@ def assemble(
     base_dir: Path | None = None,
     codec_state: Mapping[str, Tensor] | None = None,
     t5_state: Mapping[str, Tensor] | None = None,
+    codec_config=None,
+    t5_config=None,
 ):
-    """Build a StageModel from its config and (already remapped) tensors."""
+    """Build a StageModel from its config and (already remapped) tensors.
+
+    codec_state / t5_state: the frozen EnCodec / T5 found inside the checkpoint (HF names), built
+    as codec_config / t5_config (transformers configs; inferred from the tensors when None).
+    """
     from stage.model.stage_model import StageModel
 
-    codec = build_codec(config.codec, base_dir, codec_state)
-    t5_config = t5_config_from_state(t5_state) if t5_state is not None else None
+    codec = build_codec(config.codec, base_dir, codec_state, codec_config)
+    if t5_state is not None and t5_config is None:
+        t5_config = t5_config_from_state(t5_state)
     text = build_text(config.text, config.lm.dim, base_dir, t5_state, t5_config)
     if lm_state is None:
         lm = StageLM(config.lm)
@@ -535,42 +542,13 @@ def load_hf(folder: Path, codec: str | None = None, text: str | None = None, tok
         text=TextConfig(source=text or EMBEDDED, tokenizer=tok_source, dim=hf.text_encoder.d_model),
         name=name or folder.name,
     )
-    return _assemble_with_hf_parts(config, lm_state, proj, codec_state, t5_state, hf)
+    # The frozen parts are built from the folder's own sub-configs, not inferred from the tensors.
+    return assemble(config, lm_state, proj, codec_state=codec_state, t5_state=t5_state,
+                    codec_config=hf.audio_encoder, t5_config=hf.text_encoder)
 
 
 def _has_tokenizer(folder: Path) -> bool:
     return any((folder / f).exists() for f in ("tokenizer.json", "spiece.model", "tokenizer_config.json"))
-
-
-def _assemble_with_hf_parts(config: StageConfig, lm_state, proj, codec_state, t5_state, hf):
-    """Like `assemble`, but builds EnCodec and T5 from the HF sub-configs and their tensors."""
-    from transformers import EncodecModel, T5EncoderModel
-
-    from stage.model.sources import _tied_t5_keys, load_state_into
-    from stage.model.stage_model import StageModel
-    from stage.text import TextConditioner
-    from stage.tokens.codec import Codec
-
-    if codec_state is not None:
-        enc = EncodecModel(hf.audio_encoder)
-        load_state_into(enc, codec_state, "EnCodec")
-        codec = Codec(enc.float().eval(), config.codec)
-    else:
-        codec = build_codec(config.codec)
-    if t5_state is not None:
-        from stage.model.sources import load_tokenizer
-
-        t5 = T5EncoderModel(hf.text_encoder)
-        load_state_into(t5, t5_state, "T5", allowed_missing=_tied_t5_keys(t5_state))
-        t5.tie_weights()
-        text = TextConditioner(t5.float().eval(), load_tokenizer(config.text.tokenizer), config.lm.dim, config.text.max_tokens)
-    else:
-        text = build_text(config.text, config.lm.dim)
-    with torch.device("meta"):
-        lm = StageLM(config.lm)
-    lm.load_state_dict(dict(lm_state), strict=True, assign=True)
-    text.proj.load_state_dict(dict(proj), strict=True)
-    return StageModel(config, lm.float(), codec, text)
 
 
 def infer_lm_config(

@@ -167,15 +167,19 @@ def load_pretrained(cls, source: str, base_dir: Path | None, what: str):
 # --------------------------------------------------------------------------- codec
 
 
-def build_codec(config: CodecConfig, base_dir: Path | None = None, state: Mapping[str, Tensor] | None = None) -> Codec:
-    """EnCodec for `config.source`, or the 32 kHz architecture filled with `state` (HF names)."""
+def build_codec(
+    config: CodecConfig, base_dir: Path | None = None, state: Mapping[str, Tensor] | None = None, hf_config=None
+) -> Codec:
+    """EnCodec for `config.source`, or the architecture `hf_config` (a transformers EncodecConfig;
+    inferred from the tensors when None) filled with `state` (HF names)."""
     from transformers import EncodecModel
 
     if state is not None:
-        try:
-            hf_config = encodec_config_from_state(state, config.sample_rate)
-        except (KeyError, ValueError, IndexError):
-            raise CheckpointError("EnCodec: the embedded codec tensors are incomplete (missing 'encoder.layers.0.conv')") from None
+        if hf_config is None:
+            try:
+                hf_config = encodec_config_from_state(state, config.sample_rate)
+            except (KeyError, ValueError, IndexError):
+                raise CheckpointError("EnCodec: the embedded codec tensors are incomplete (missing 'encoder.layers.0.conv')") from None
         model = EncodecModel(hf_config)
         load_state_into(model, state, "EnCodec")
     elif config.source == EMBEDDED:
