@@ -56,7 +56,8 @@ class KeyTable:
     codebook / block / final: StageLM key template -> source template(s), applied in this order.
     proj: prefix of the T5 projection (`weight`, `bias`).
     text / codec: prefixes of the frozen T5 encoder / EnCodec tensors, if the format carries them.
-    ignore: prefixes of further tensors that are not weights (HF's sinusoid table).
+    ignore: prefixes of further tensors that stage recomputes rather than loads (HF's sinusoidal
+    position table).
     """
 
     codebook: dict[str, Sources]
