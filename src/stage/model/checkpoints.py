@@ -15,7 +15,8 @@
 
 Weights are read with safetensors or `torch.load(weights_only=True)`; nothing is unpickled.
 Every tensor is accounted for: a missing, unexpected or wrongly shaped tensor is refused with a
-one-line `CheckpointError` that names the first offending key in the source's own naming.
+one-line `CheckpointError` that names the first offending key in the source's own naming. The
+foreign formats' names are mapped onto stage's by the key tables in `stage.model.key_rules`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ from torch import Tensor
 
 from stage.errors import CheckpointError, ConfigError
 from stage.model.config import T5_BASE, CodecConfig, LMConfig, StageConfig, TextConfig, preset
+from stage.model.key_rules import AUDIOCRAFT_KEYS, AUTHORS_KEYS, HF_KEYS, audiocraft_encodec_to_hf, read_proj, remap, strip_prefix
 from stage.model.lm import StageLM
 
 # The folder format and its writer live in stage.model.saving (StageModel.save uses it, and this
@@ -49,12 +50,12 @@ from stage.model.saving import (  # noqa: F401 (re-exported)
 from stage.model.sources import (
     EMBEDDED,
     TINY_SEED,
-    _seed,
     build_codec,
     build_text,
     check_tensors,
     hub_snapshot,
     looks_like_hub_id,
+    seeded,
     t5_config_from_state,
 )
 
@@ -65,7 +66,6 @@ HUB_ALIASES = {
     "musicgen-large": "facebook/musicgen-large",
 }
 HF_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
-CONTEXT_ROW_SEED = 2049
 MINI_SEED = 4321
 
 
@@ -119,182 +119,6 @@ def read_hf_weights(folder: Path) -> dict[str, Tensor]:
             raise CheckpointError(f"{binary}: expected a state dict")
         return state
     raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin found")
-
-
-# --------------------------------------------------------------------------- key remapping
-
-
-@dataclass(frozen=True)
-class Part:
-    """One source tensor (or a row slice of it) that goes into a target tensor."""
-
-    key: str
-    rows: slice | None = None
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Target tensor <- the concatenation (along dim 0) of source parts."""
-
-    target: str
-    parts: tuple[Part, ...]
-
-
-def _p(*keys: str) -> tuple[Part, ...]:
-    return tuple(Part(k) for k in keys)
-
-
-def hf_rules(config: LMConfig) -> Iterator[Rule]:
-    """transformers MusicgenForConditionalGeneration names -> StageLM names."""
-    P = "decoder.model.decoder."
-    for k in range(config.num_codebooks):
-        yield Rule(f"emb.{k}.weight", _p(f"{P}embed_tokens.{k}.weight"))
-        yield Rule(f"heads.{k}.weight", _p(f"decoder.lm_heads.{k}.weight"))
-    for i in range(config.num_layers):
-        L = f"{P}layers.{i}."
-        B = f"blocks.{i}."
-        for ours, theirs in (
-            ("self_norm", "self_attn_layer_norm"),
-            ("cross_norm", "encoder_attn_layer_norm"),
-            ("ff_norm", "final_layer_norm"),
-        ):
-            for w in ("weight", "bias"):
-                yield Rule(f"{B}{ours}.{w}", _p(f"{L}{theirs}.{w}"))
-        yield Rule(f"{B}self_attn.qkv.weight", _p(*(f"{L}self_attn.{x}_proj.weight" for x in "qkv")))
-        yield Rule(f"{B}self_attn.out.weight", _p(f"{L}self_attn.out_proj.weight"))
-        yield Rule(f"{B}cross_attn.q.weight", _p(f"{L}encoder_attn.q_proj.weight"))
-        yield Rule(f"{B}cross_attn.kv.weight", _p(f"{L}encoder_attn.k_proj.weight", f"{L}encoder_attn.v_proj.weight"))
-        yield Rule(f"{B}cross_attn.out.weight", _p(f"{L}encoder_attn.out_proj.weight"))
-        yield Rule(f"{B}ff_in.weight", _p(f"{L}fc1.weight"))
-        yield Rule(f"{B}ff_out.weight", _p(f"{L}fc2.weight"))
-    for w in ("weight", "bias"):
-        yield Rule(f"norm.{w}", _p(f"{P}layer_norm.{w}"))
-
-
-def authors_rules(config: LMConfig) -> Iterator[Rule]:
-    """The authors' x-transformers names (docs/method.md §7.4) -> StageLM names.
-
-    Sublayer j of `attn_layers.layers` is self-attention (j = 3i), cross-attention (3i + 1) or
-    feed-forward (3i + 2) of block i; `.0.0` is its pre-norm and `.1` the sublayer itself.
-    """
-    P = "lm.decoder."
-    A = f"{P}attn_layers.layers."
-    for k in range(config.num_codebooks):
-        yield Rule(f"emb.{k}.weight", _p(f"{P}token_emb.emb.{k}.weight"))
-        yield Rule(f"heads.{k}.weight", _p(f"{P}to_logits.linears.{k}.weight"))
-    for i in range(config.num_layers):
-        B = f"blocks.{i}."
-        sa, ca, ff = 3 * i, 3 * i + 1, 3 * i + 2
-        for ours, j in (("self_norm", sa), ("cross_norm", ca), ("ff_norm", ff)):
-            for w in ("weight", "bias"):
-                yield Rule(f"{B}{ours}.{w}", _p(f"{A}{j}.0.0.{w}"))
-        yield Rule(f"{B}self_attn.qkv.weight", _p(*(f"{A}{sa}.1.to_{x}.weight" for x in "qkv")))
-        yield Rule(f"{B}self_attn.out.weight", _p(f"{A}{sa}.1.to_out.weight"))
-        yield Rule(f"{B}cross_attn.q.weight", _p(f"{A}{ca}.1.to_q.weight"))
-        yield Rule(f"{B}cross_attn.kv.weight", _p(f"{A}{ca}.1.to_k.weight", f"{A}{ca}.1.to_v.weight"))
-        yield Rule(f"{B}cross_attn.out.weight", _p(f"{A}{ca}.1.to_out.weight"))
-        yield Rule(f"{B}ff_in.weight", _p(f"{A}{ff}.1.ff.0.0.weight"))
-        yield Rule(f"{B}ff_out.weight", _p(f"{A}{ff}.1.ff.2.weight"))
-    for w in ("weight", "bias"):
-        yield Rule(f"norm.{w}", _p(f"{P}attn_layers.final_norm.{w}"))
-
-
-def audiocraft_rules(config: LMConfig) -> Iterator[Rule]:
-    """audiocraft LM names (`best_state`, docs/method.md §7.2) -> StageLM names.
-
-    audiocraft fuses q/k/v as `in_proj_weight` rows [q; k; v], for self- and cross-attention.
-    """
-    D = config.dim
-    for k in range(config.num_codebooks):
-        yield Rule(f"emb.{k}.weight", _p(f"emb.{k}.weight"))
-        yield Rule(f"heads.{k}.weight", _p(f"linears.{k}.weight"))
-    for i in range(config.num_layers):
-        L = f"transformer.layers.{i}."
-        B = f"blocks.{i}."
-        for ours, theirs in (("self_norm", "norm1"), ("cross_norm", "norm_cross"), ("ff_norm", "norm2")):
-            for w in ("weight", "bias"):
-                yield Rule(f"{B}{ours}.{w}", _p(f"{L}{theirs}.{w}"))
-        yield Rule(f"{B}self_attn.qkv.weight", _p(f"{L}self_attn.in_proj_weight"))
-        yield Rule(f"{B}self_attn.out.weight", _p(f"{L}self_attn.out_proj.weight"))
-        cross = f"{L}cross_attention.in_proj_weight"
-        yield Rule(f"{B}cross_attn.q.weight", (Part(cross, slice(0, D)),))
-        yield Rule(f"{B}cross_attn.kv.weight", (Part(cross, slice(D, 3 * D)),))
-        yield Rule(f"{B}cross_attn.out.weight", _p(f"{L}cross_attention.out_proj.weight"))
-        yield Rule(f"{B}ff_in.weight", _p(f"{L}linear1.weight"))
-        yield Rule(f"{B}ff_out.weight", _p(f"{L}linear2.weight"))
-    for w in ("weight", "bias"):
-        yield Rule(f"norm.{w}", _p(f"out_norm.{w}"))
-
-
-def apply_rules(rules: Iterator[Rule], source: Mapping[str, Tensor], config: LMConfig, what: str) -> tuple[dict[str, Tensor], set[str]]:
-    """Assemble StageLM tensors from `source`; check every shape. Returns (state, used keys).
-
-    Embedding tables with codebook_size + 1 rows (MusicGen: codes + BOS/pad) get the context row
-    appended (Kaiming-normal, like the authors' extension, §2.3).
-    """
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in StageLM(config).state_dict().items()}
-    state: dict[str, Tensor] = {}
-    used: set[str] = set()
-    for rule in rules:
-        pieces = []
-        for part in rule.parts:
-            if part.key not in source:
-                raise CheckpointError(f"{what}: missing tensor {part.key!r}")
-            t = source[part.key]
-            if part.rows is not None:
-                if t.dim() != 2 or t.shape[0] < part.rows.stop:
-                    raise CheckpointError(f"{what}: tensor {part.key!r} has shape {tuple(t.shape)}, too small")
-                t = t[part.rows]
-            pieces.append(t)
-            used.add(part.key)
-        tensor = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
-        want = expected[rule.target]
-        if (
-            rule.target.startswith("emb.")
-            and tensor.dim() == 2
-            and tensor.shape[0] == config.codebook_size + 1
-            and tensor.shape[1] == want[1]
-        ):
-            # Seeded per table, so that loading the same file twice gives the same model.
-            g = torch.Generator().manual_seed(CONTEXT_ROW_SEED + int(rule.target.split(".")[1]))
-            row = torch.randn(1, want[1], generator=g) * (2.0 / want[1]) ** 0.5  # Kaiming normal, fan_in = D
-            tensor = torch.cat([tensor, row.to(tensor.dtype)])
-        if tuple(tensor.shape) != tuple(want):
-            raise CheckpointError(
-                f"{what}: tensor {rule.parts[0].key!r} gives shape {tuple(tensor.shape)} for {rule.target}, expected {tuple(want)}"
-            )
-        state[rule.target] = tensor
-    return state, used
-
-
-def check_unused(source: Mapping[str, Tensor], used: set[str], what: str, ignore: tuple[str, ...] = ()) -> None:
-    """Refuse any source tensor that no rule consumed (naming the first one, in file order)."""
-    for key in source:
-        if key not in used and not key.startswith(ignore):
-            raise CheckpointError(f"{what}: unexpected tensor {key!r}")
-
-
-def strip_prefix(source: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix) :]: v for k, v in source.items() if k.startswith(prefix)}
-
-
-def audiocraft_encodec_to_hf(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """audiocraft EnCodec names (§7.3) -> transformers EncodecModel names.
-
-    `{encoder,decoder}.model.{i}` -> `.layers.{i}`; `conv.conv` / `convtr.convtr` -> `conv`;
-    `quantizer.vq.layers.{k}._codebook` -> `quantizer.layers.{k}.codebook`; old weight-norm
-    names `weight_g` / `weight_v` -> `parametrizations.weight.original0` / `original1`.
-    """
-    out = {}
-    for key, value in state.items():
-        k = re.sub(r"^(encoder|decoder)\.model\.", r"\1.layers.", key)
-        k = k.replace(".conv.conv.", ".conv.").replace(".convtr.convtr.", ".conv.")
-        k = k.replace("quantizer.vq.layers.", "quantizer.layers.").replace("._codebook.", ".codebook.")
-        k = re.sub(r"\.weight_g$", ".parametrizations.weight.original0", k)
-        k = re.sub(r"\.weight_v$", ".parametrizations.weight.original1", k)
-        out[k] = value
-    return out
 
 
 # --------------------------------------------------------------------------- formats
@@ -387,12 +211,19 @@ def assemble(
     base_dir: Path | None = None,
     codec_state: Mapping[str, Tensor] | None = None,
     t5_state: Mapping[str, Tensor] | None = None,
+    codec_config=None,
+    t5_config=None,
 ):
-    """Build a StageModel from its config and (already remapped) tensors."""
+    """Build a StageModel from its config and (already remapped) tensors.
+
+    codec_state / t5_state: the frozen EnCodec / T5 found inside the checkpoint (HF names), built
+    as codec_config / t5_config (transformers configs; inferred from the tensors when None).
+    """
     from stage.model.stage_model import StageModel
 
-    codec = build_codec(config.codec, base_dir, codec_state)
-    t5_config = t5_config_from_state(t5_state) if t5_state is not None else None
+    codec = build_codec(config.codec, base_dir, codec_state, codec_config)
+    if t5_state is not None and t5_config is None:
+        t5_config = t5_config_from_state(t5_state)
     text = build_text(config.text, config.lm.dim, base_dir, t5_state, t5_config)
     if lm_state is None:
         lm = StageLM(config.lm)
@@ -410,7 +241,7 @@ def assemble(
 def build_tiny():
     """The seeded random tiny model: identical weights on every call and every machine."""
     config = preset("tiny")
-    with _seed(TINY_SEED + 2):
+    with seeded(TINY_SEED + 2):
         model = assemble(config, None, None)
         model.lm.reset_parameters()
         model.text.proj.reset_parameters()
@@ -424,21 +255,11 @@ def build_mini(codec: str | None = None, text: str | None = None, tokenizer: str
     if codec or text or tokenizer:
         c, t = _sources(config.codec, config.text, codec, text, tokenizer)
         config = config.replace(codec=c, text=t)
-    with _seed(MINI_SEED):
+    with seeded(MINI_SEED):
         model = assemble(config, None, None)
         model.lm.reset_parameters()
         model.text.proj.reset_parameters()
     return model
-
-
-def _check_proj(state: Mapping[str, Tensor], prefix: str, what: str) -> dict[str, Tensor]:
-    out = {}
-    for w in ("weight", "bias"):
-        key = f"{prefix}{w}"
-        if key not in state:
-            raise CheckpointError(f"{what}: missing tensor {key!r}")
-        out[w] = state[key]
-    return out
 
 
 def _sources(default_codec: CodecConfig, default_text: TextConfig, codec: str | None, text: str | None, tokenizer: str | None):
@@ -474,7 +295,7 @@ def load_stage_checkpoint(folder: Path, codec: str | None = None, text: str | No
         raise CheckpointError(f"{folder}: missing {WEIGHTS_FILE}")
     state = read_safetensors(weights)
     lm_state = strip_prefix(state, "lm.")
-    proj = _check_proj(state, "text_proj.", str(weights))
+    proj = read_proj(state, "text_proj.", str(weights))
     with torch.device("meta"):
         expected = {k: v.shape for k, v in StageLM(config.lm).state_dict().items()}
     for key in state:
@@ -511,18 +332,14 @@ def load_hf(folder: Path, codec: str | None = None, text: str | None = None, tok
         raise CheckpointError(f"{folder}: stereo EnCodec is not supported")
     state = read_hf_weights(folder)
     what = str(folder)
-    lm_state, used = apply_rules(hf_rules(lm), state, lm, what)
-    if "enc_to_dec_proj.weight" in state:
-        proj = _check_proj(state, "enc_to_dec_proj.", what)
-        used |= {"enc_to_dec_proj.weight", "enc_to_dec_proj.bias"}
-    elif hf.text_encoder.d_model == lm.dim:
-        proj = {"weight": torch.eye(lm.dim), "bias": torch.zeros(lm.dim)}  # this model has no projection
-    else:
-        raise CheckpointError(f"{what}: missing tensor 'enc_to_dec_proj.weight'")
-    check_unused(state, used, what, ignore=("text_encoder.", "audio_encoder.", "decoder.model.decoder.embed_positions."))
+    identity = None
+    if hf.text_encoder.d_model == lm.dim:
+        identity = {"weight": torch.eye(lm.dim), "bias": torch.zeros(lm.dim)}  # used if this model has no projection
+    parts = remap(HF_KEYS, state, lm, what, proj_fallback=identity)
+    lm_state, proj = parts.lm, parts.proj
     # The frozen parts come from the same file ("embedded") unless overridden.
-    t5_state = None if text else strip_prefix(state, "text_encoder.") or None
-    codec_state = None if codec else strip_prefix(state, "audio_encoder.") or None
+    t5_state = None if text else parts.text
+    codec_state = None if codec else parts.codec
     if t5_state is None and not text:
         raise CheckpointError(f"{what}: missing tensor 'text_encoder.shared.weight'")
     if codec_state is None and not codec:
@@ -535,42 +352,13 @@ def load_hf(folder: Path, codec: str | None = None, text: str | None = None, tok
         text=TextConfig(source=text or EMBEDDED, tokenizer=tok_source, dim=hf.text_encoder.d_model),
         name=name or folder.name,
     )
-    return _assemble_with_hf_parts(config, lm_state, proj, codec_state, t5_state, hf)
+    # The frozen parts are built from the folder's own sub-configs, not inferred from the tensors.
+    return assemble(config, lm_state, proj, codec_state=codec_state, t5_state=t5_state,
+                    codec_config=hf.audio_encoder, t5_config=hf.text_encoder)
 
 
 def _has_tokenizer(folder: Path) -> bool:
     return any((folder / f).exists() for f in ("tokenizer.json", "spiece.model", "tokenizer_config.json"))
-
-
-def _assemble_with_hf_parts(config: StageConfig, lm_state, proj, codec_state, t5_state, hf):
-    """Like `assemble`, but builds EnCodec and T5 from the HF sub-configs and their tensors."""
-    from transformers import EncodecModel, T5EncoderModel
-
-    from stage.model.sources import _tied_t5_keys, load_state_into
-    from stage.model.stage_model import StageModel
-    from stage.text import TextConditioner
-    from stage.tokens.codec import Codec
-
-    if codec_state is not None:
-        enc = EncodecModel(hf.audio_encoder)
-        load_state_into(enc, codec_state, "EnCodec")
-        codec = Codec(enc.float().eval(), config.codec)
-    else:
-        codec = build_codec(config.codec)
-    if t5_state is not None:
-        from stage.model.sources import load_tokenizer
-
-        t5 = T5EncoderModel(hf.text_encoder)
-        load_state_into(t5, t5_state, "T5", allowed_missing=_tied_t5_keys(t5_state))
-        t5.tie_weights()
-        text = TextConditioner(t5.float().eval(), load_tokenizer(config.text.tokenizer), config.lm.dim, config.text.max_tokens)
-    else:
-        text = build_text(config.text, config.lm.dim)
-    with torch.device("meta"):
-        lm = StageLM(config.lm)
-    lm.load_state_dict(dict(lm_state), strict=True, assign=True)
-    text.proj.load_state_dict(dict(proj), strict=True)
-    return StageModel(config, lm.float(), codec, text)
 
 
 def infer_lm_config(
@@ -617,14 +405,9 @@ def load_authors(path: Path, codec: str | None = None, text: str | None = None, 
         raise CheckpointError(f"{what}: {n_sub} sublayers is not a whole number of (self, cross, ff) blocks")
     lm = infer_lm_config(state, "lm.decoder.token_emb.emb.{k}.weight", r"$^", "lm.decoder.attn_layers.layers.2.1.ff.0.0.weight",
                          "stage", what, layers=n_sub // 3)
-    lm_state, used = apply_rules(authors_rules(lm), state, lm, what)
-    proj_prefix = "condition_provider.embedders.description.output_proj."
-    proj = _check_proj(state, proj_prefix, what)
-    used |= {proj_prefix + "weight", proj_prefix + "bias"}
-    t5_prefix = "condition_provider.embedders.description.t5."
-    check_unused(state, used, what, ignore=(t5_prefix, "encodec_model."))
-    t5_state = strip_prefix(state, t5_prefix) or None
-    codec_state = audiocraft_encodec_to_hf(strip_prefix(state, "encodec_model.")) or None
+    parts = remap(AUTHORS_KEYS, state, lm, what)
+    lm_state, proj, t5_state = parts.lm, parts.proj, parts.text
+    codec_state = audiocraft_encodec_to_hf(parts.codec) if parts.codec else None
     text_dim = proj["weight"].shape[1]
     c, t = _sources(CodecConfig(), TextConfig(dim=text_dim), codec, text, tokenizer)
     if codec is not None:
@@ -659,11 +442,8 @@ def load_audiocraft(path: Path, codec: str | None = None, text: str | None = Non
             pass
     lm = infer_lm_config(state, "emb.{k}.weight", r"transformer\.layers\.(\d+)\.", "transformer.layers.0.linear1.weight",
                          "musicgen", what, heads=heads, layers=layers)
-    lm_state, used = apply_rules(audiocraft_rules(lm), state, lm, what)
-    proj_prefix = "condition_provider.conditioners.description.output_proj."
-    proj = _check_proj(state, proj_prefix, what)
-    used |= {proj_prefix + "weight", proj_prefix + "bias"}
-    check_unused(state, used, what)
+    parts = remap(AUDIOCRAFT_KEYS, state, lm, what)
+    lm_state, proj = parts.lm, parts.proj
     c, t = _sources(CodecConfig(), TextConfig(dim=proj["weight"].shape[1]), codec, text, tokenizer)
     config = StageConfig(lm=lm, codec=c, text=t, name=path.parent.name if path.stem == "state_dict" else path.stem)
     return assemble(config, lm_state, proj)

@@ -13,7 +13,8 @@ A source is one of:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -166,21 +167,25 @@ def load_pretrained(cls, source: str, base_dir: Path | None, what: str):
 # --------------------------------------------------------------------------- codec
 
 
-def build_codec(config: CodecConfig, base_dir: Path | None = None, state: Mapping[str, Tensor] | None = None) -> Codec:
-    """EnCodec for `config.source`, or the 32 kHz architecture filled with `state` (HF names)."""
+def build_codec(
+    config: CodecConfig, base_dir: Path | None = None, state: Mapping[str, Tensor] | None = None, hf_config=None
+) -> Codec:
+    """EnCodec for `config.source`, or the architecture `hf_config` (a transformers EncodecConfig;
+    inferred from the tensors when None) filled with `state` (HF names)."""
     from transformers import EncodecModel
 
     if state is not None:
-        try:
-            hf_config = encodec_config_from_state(state, config.sample_rate)
-        except (KeyError, ValueError, IndexError):
-            raise CheckpointError("EnCodec: the embedded codec tensors are incomplete (missing 'encoder.layers.0.conv')") from None
+        if hf_config is None:
+            try:
+                hf_config = encodec_config_from_state(state, config.sample_rate)
+            except (KeyError, ValueError, IndexError):
+                raise CheckpointError("EnCodec: the embedded codec tensors are incomplete (missing 'encoder.layers.0.conv')") from None
         model = EncodecModel(hf_config)
         load_state_into(model, state, "EnCodec")
     elif config.source == EMBEDDED:
         raise CheckpointError("the EnCodec weights were embedded in the original checkpoint; load that file instead")
     elif config.source == "tiny":
-        with _seed(TINY_SEED):
+        with seeded(TINY_SEED):
             model = EncodecModel(encodec_config(**TINY_ENCODEC_CONFIG))
         init_random_codebooks(model.eval(), TINY_SEED)
     else:
@@ -198,17 +203,14 @@ def _load_local(cls, path: Path, what: str):
         raise CheckpointError(f"cannot load {what} from {path}: {_first_line(err)}") from None
 
 
-class _seed:
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def __enter__(self):
-        self.ctx = torch.random.fork_rng(devices=[])
-        self.ctx.__enter__()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc)
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's CPU generator seeded to `seed`, and give the caller's generator
+    state back afterwards: seeded random models (tiny, mini) come out the same on every call
+    without disturbing anyone else's randomness."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 # --------------------------------------------------------------------------- text
@@ -244,7 +246,7 @@ def build_text(
     elif config.source == EMBEDDED:
         raise CheckpointError("the T5 weights were embedded in the original checkpoint; load that file instead")
     elif config.source == "tiny":
-        with _seed(TINY_SEED + 1):
+        with seeded(TINY_SEED + 1):
             encoder = T5EncoderModel(tiny_t5_config(len(tokenizer), config.dim))
     else:
         encoder = load_pretrained(T5EncoderModel, config.source, base_dir, "T5 encoder")
