@@ -64,3 +64,17 @@ def test_band_songs_with_a_foreign_or_newer_meta_are_rendered_again(tmp_path):
     for over in ({"version": band.VERSION + 1}, {"format": "other"}, {"version": "1"}):
         (tmp_path / "meta.json").write_text(json.dumps({**meta, **over}))
         assert band.read_meta(tmp_path) is None
+
+
+def test_stage_checkpoints_follow_the_policy(tmp_path, tiny_model):
+    from stage.errors import CheckpointError
+    from stage.model.checkpoints import load_model
+
+    tiny_model.save(tmp_path / "ckpt")
+    meta_path = tmp_path / "ckpt" / "stage.json"
+    meta = json.loads(meta_path.read_text())
+    for over, message in (({"version": meta["version"] + 1}, "is newer than this stage"),
+                          ({"format": "other"}, "not a stage checkpoint"), ({"version": None}, "bad stage checkpoint version")):
+        meta_path.write_text(json.dumps({**meta, **over}))
+        with pytest.raises(CheckpointError, match=message):
+            load_model(tmp_path / "ckpt")
