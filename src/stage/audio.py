@@ -68,6 +68,14 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.ascontiguousarray(y.T, dtype=np.float32)
 
 
+def prepare(audio, sample_rate: int, rate: int, what: str = "audio") -> np.ndarray:
+    """The one preparation chain for audio going into the codec or an analysis: check the rate,
+    accept [N] / [C, N] (numpy or torch; NaN, inf and empty refused), down-mix to mono (the
+    channels' mean, the authors' down-mix) and resample to `rate`. Returns float32 [1, N']."""
+    check_rate(sample_rate, what)
+    return resample(to_mono(as_channels_first(audio, what)), int(sample_rate), int(rate))
+
+
 def fit_length(x: np.ndarray, n: int) -> np.ndarray:
     """Crop or zero-pad [C, N] to exactly n samples."""
     if x.shape[-1] >= n:

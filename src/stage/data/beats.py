@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stage.audio import as_channels_first, check_rate, is_silent, resample, to_mono
+from stage.audio import is_silent, prepare, resample
 from stage.errors import AudioError
 
 MADMOM_RATE = 44_100  # madmom's models expect 44.1 kHz
@@ -111,8 +111,7 @@ def track_beats(
     """
     if not 0 < min_bpm < max_bpm:
         raise ValueError(f"need 0 < min_bpm < max_bpm, got {min_bpm}, {max_bpm}")
-    check_rate(sample_rate, "audio")
-    x = to_mono(as_channels_first(audio, "audio"))[0]
+    x = prepare(audio, sample_rate, sample_rate)[0]
     if is_silent(x):
         raise AudioError("no beats found: the audio is silent (give the tempo with --bpm N)")
     if method == "auto":

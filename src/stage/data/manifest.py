@@ -201,7 +201,7 @@ def analyse_song(song: Song, root: Path, beats: str) -> SongRecord:
     beats: "madmom", "librosa" or "none" (resolved, not "auto"). Raises AudioError when a file is
     unreadable or every stem is silent; a mix with no detectable beats keeps empty beats.
     """
-    from stage.audio import is_silent, load_audio, resample, to_mono
+    from stage.audio import is_silent, load_audio, prepare
     from stage.data.beats import BeatGrid, track_beats
 
     band = band_meta(song)
@@ -214,7 +214,7 @@ def analyse_song(song: Song, root: Path, beats: str) -> SongRecord:
         for path in paths:
             audio, sr = load_audio(path)  # AudioError names the file and the reason
             files.append(StemFile(Path(path).relative_to(root).as_posix(), int(audio.shape[1]), sr, int(audio.shape[0])))
-            total = _add(total, resample(to_mono(audio), sr, rate)[0])
+            total = _add(total, prepare(audio, sr, rate, str(path))[0])
         stems[name] = tuple(files)
         peaks[name] = round(float(np.abs(total).max()), 6)
         mix = _add(mix, total)

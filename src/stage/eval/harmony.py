@@ -120,11 +120,9 @@ def recognise_chords(audio: np.ndarray, sample_rate: int) -> list[ChordSpan]:
         from madmom.features.chords import DeepChromaChordRecognitionProcessor
     except ImportError as err:  # a madmom build without the chord models
         raise StageError(f"madmom's chord recogniser is unavailable ({err})") from None
-    from stage.audio import resample
+    from stage.audio import prepare
 
-    x = np.asarray(audio, dtype=np.float32).reshape(-1)
-    if sample_rate != 44_100:
-        x = resample(x, sample_rate, 44_100)
+    x = prepare(audio, sample_rate, 44_100)[0]  # madmom's chroma network runs at 44.1 kHz
     chroma = DeepChromaProcessor()(x)
     labels = DeepChromaChordRecognitionProcessor()(chroma)
     return [span for start, end, label in labels if (span := _span(float(start), float(end), str(label)))]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from stage.audio import fit_length, resample
+from stage.audio import fit_length
 from stage.generate.takes import Context, TakePlan, TakeSettings
 
 HEADROOM_DB = -1.0
@@ -97,13 +97,10 @@ def render_takes(model, plan: TakePlan, progress: Progress | None = None, precis
     params = replace(settings.params, seed=plan.base_seed)
     options = {} if precision == "fp32" else {"precision": precision}
     result = model.generate(
-        context=context.audio, sample_rate=context.sample_rate, prompt=settings.prompt, seconds=plan.seconds,
-        variations=settings.variations, params=params, progress=progress, **options,
+        context=context.audio, sample_rate=context.sample_rate, output_rate=plan.sample_rate, prompt=settings.prompt,
+        seconds=plan.seconds, variations=settings.variations, params=params, progress=progress, **options,
     )
-    stems = result.stems  # [V, C', N'] at the context's rate
-    if context.sample_rate != plan.sample_rate:  # clicks were given at 32 kHz: back to the input's rate
-        stems = np.stack([resample(s, context.sample_rate, plan.sample_rate) for s in stems])
-    stems = fit_length(stems, plan.samples)
+    stems = fit_length(result.stems, plan.samples)  # [V, C', N] at the input's rate (clicks were given at 32 kHz)
     if stems.shape[1] != plan.channels:  # the model is mono: copy it to every channel of the input
         stems = np.repeat(stems[:, :1], plan.channels, axis=1)
     if plan.mix is not None:

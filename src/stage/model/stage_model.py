@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from stage.audio import MAX_SECONDS, as_channels_first, check_rate, fit_length, resample, to_mono
+from stage.audio import MAX_SECONDS, as_channels_first, check_rate, fit_length, prepare, resample
 from stage.errors import StageError
 from stage.generate.params import GenerationParams, GenerationResult
 from stage.model.config import StageConfig
@@ -79,9 +79,7 @@ class StageModel(nn.Module):
         """[C, N] or [N] audio at `sample_rate` -> float32 [1, N'] mono at the model's rate.
 
         Refuses NaN/inf, empty input and audio shorter than one codec frame."""
-        check_rate(sample_rate, what)
-        x = to_mono(as_channels_first(audio, what))
-        x = resample(x, sample_rate, self.sample_rate)
+        x = prepare(audio, sample_rate, self.sample_rate, what)
         if x.shape[-1] < self.codec.hop_length:
             raise StageError(
                 f"{what} is {x.shape[-1] / self.sample_rate * 1000:.1f} ms long; it must cover at least one "
@@ -162,12 +160,15 @@ class StageModel(nn.Module):
         window=None,
         compile: bool = False,
         cuda_graphs: bool = False,
+        output_rate: int | None = None,
     ) -> GenerationResult:
         """Generate `variations` stems that fit `context`.
 
         context: the mix (or a click track) as [C, N] / [N] float audio at `sample_rate`, or None
           for text-only generation. Context and stem start at the same time (§3.5).
-        sample_rate: rate of `context`/`continuation` and of the returned stems (default 32 kHz).
+        sample_rate: rate of `context`/`continuation` (default 32 kHz). output_rate: rate of the
+          returned stems (default: `sample_rate`); a click context rendered at 32 kHz for a 44.1
+          kHz song gets its stems at 44.1 kHz in one resampling step.
         prompt: the text description ("" or None = no text).
         seconds: stem length (default: the context's length, else one window: `config.window_seconds`,
           10 s for the authors' models). Longer than one window: whole-song accompaniment, window
@@ -187,7 +188,7 @@ class StageModel(nn.Module):
           lengths; default `default_window()`). compile / cuda_graphs: the Generator's static
           decode step options.
         Returns a GenerationResult with stems [V, C, N] (C = the context's channel count, N the
-        requested length at `sample_rate`) and timings (seconds per phase, real-time factor).
+        requested length at `output_rate`) and timings (seconds per phase, real-time factor).
         """
         from stage.generate.longform import WindowParams, generate_longform
         from stage.generate.quantize import check_precision
@@ -197,6 +198,7 @@ class StageModel(nn.Module):
             raise StageError("the model is in training mode; call model.eval() before generating")
         t0 = time.perf_counter()
         sample_rate = check_rate(self.sample_rate if sample_rate is None else sample_rate, "sample_rate")
+        output_rate = sample_rate if output_rate is None else check_rate(output_rate, "output_rate")
         if isinstance(variations, bool) or not isinstance(variations, (int, np.integer)) or not 1 <= variations <= MAX_VARIATIONS:
             raise StageError(f"variations must be an integer in 1..{MAX_VARIATIONS}, got {variations!r}")
         if not isinstance(params, GenerationParams):
@@ -230,7 +232,7 @@ class StageModel(nn.Module):
             mix = render_metronome(bpm, beats_per_bar, seconds, offset, self.sample_rate)[None]  # [1, N32]
         if mix is not None and self.config.lm.layout == "musicgen":
             raise StageError("a plain MusicGen model takes no context or metronome; use a STAGE model")
-        num_samples = int(round(seconds * sample_rate))
+        num_samples = int(round(seconds * output_rate))
         total_frames = max(1, self.codec.num_frames(int(round(seconds * self.sample_rate))))
         win_frames = window.frames(self.frame_rate)[0]
         prompt_codes = None
@@ -262,7 +264,7 @@ class StageModel(nn.Module):
             first_prompt=0 if prompt_codes is None else prompt_codes.shape[-1],
         )
         t_lm_end = time.perf_counter()
-        stems = self.finish_audio(out.audio, num_samples, sample_rate, channels)
+        stems = self.finish_audio(out.audio, num_samples, output_rate, channels)
         t_end = time.perf_counter()
         lm_seconds = out.prefill_seconds + out.decode_seconds
         timings = {
@@ -277,7 +279,7 @@ class StageModel(nn.Module):
         }
         timings["real_time_factor"] = timings["total"] / seconds
         timings["x_real_time"] = seconds / timings["total"]
-        return GenerationResult(stems=stems, sample_rate=sample_rate, codes=out.codes.cpu(), seeds=seeds, timings=timings)
+        return GenerationResult(stems=stems, sample_rate=output_rate, codes=out.codes.cpu(), seeds=seeds, timings=timings)
 
     def _window_runner(self, engine, cond, params, V, generators, window, total_frames, mix, precision, compile, cuda_graphs):
         """run(context [1, K, Tc] | None, prompt [1|V, K, P] | None, frames, progress) for one window."""

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from stage.audio import resample
+from stage.audio import prepare
 from stage.data.example import TokenExample
 from stage.data.manifest import Manifest, SongRecord
 from stage.data.metronome import render_clicks
@@ -39,10 +39,8 @@ def load_stem(manifest: Manifest, song: SongRecord, stem: str, sample_rate: int,
 
     total = np.zeros(num_samples, np.float32)
     for file in song.stems.get(stem, ()):
-        x, sr = sf.read(manifest.resolve(file), dtype="float32", always_2d=True)
-        x = x.mean(axis=1)  # the authors' down-mix
-        if sr != sample_rate:
-            x = resample(x, sr, sample_rate)
+        x, sr = sf.read(manifest.resolve(file), dtype="float32", always_2d=True)  # [n, C]
+        x = prepare(x.T, sr, sample_rate, str(file.path))[0]
         n = min(num_samples, len(x))
         total[:n] += x[:n]
     return total
