@@ -11,6 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import stage
@@ -155,3 +156,62 @@ def test_a_missing_hub_repo_online_is_a_checkpoint_error_not_offline(tmp_path):
     assert len(lines) == 2, out.stdout + out.stderr
     assert lines[0].startswith("CheckpointError cannot load EnCodec from 'nobody/nothing':"), lines[0]
     assert lines[1].startswith("CheckpointError cannot fetch 'nobody/nothing' from the hub:"), lines[1]
+
+
+# ----------------------------------------------------------------------------- narrowed catches
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"these are my lyrics\n" * 50, "not a readable audio file"),  # libsndfile refuses, so does audioread
+        (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00", "not a readable audio file"),  # cut in its header
+    ],
+)
+def test_unreadable_audio_is_an_audio_error(tmp_path, data, message):
+    from stage.audio import load_audio
+    from stage.errors import AudioError
+
+    path = tmp_path / "mix.wav"
+    path.write_bytes(data)
+    with pytest.raises(AudioError, match=message):
+        load_audio(path)
+
+
+def _npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda p: (p.write_bytes(b""), p)[1], "EOFError"),
+        (lambda p: (p.write_bytes(b"PK\x03\x04 half a zip"), p)[1], "BadZipFile"),
+        (lambda p: _npz(p, x=np.zeros(2)), "KeyError"),  # no header entry
+        (lambda p: _npz(p, __meta__=np.array("[1, 2]")), "ValueError"),  # a header that is not a table
+        (lambda p: _npz(p, __meta__=np.array("{not json")), "JSONDecodeError"),
+    ],
+)
+def test_a_foreign_embedding_cache_is_ignored_with_a_note(tmp_path, make, error):
+    from stage.eval.cache import EmbeddingCache
+
+    path = make(tmp_path / "cache.npz")
+    cache = EmbeddingCache(path)
+    assert cache.entries == {} and cache.note == f"ignored unreadable embedding cache {path} ({error})"
+
+
+def test_a_single_array_is_not_an_embedding_cache(tmp_path):
+    from stage.eval.cache import EmbeddingCache
+
+    np.save(tmp_path / "cache.npy", np.zeros(3))
+    cache = EmbeddingCache(tmp_path / "cache.npy")
+    assert cache.note and cache.note.endswith("(ValueError)")
+
+
+def test_a_folder_that_is_not_a_clap_model_skips_the_metric(tmp_path):
+    from stage.eval.adapters import AdapterUnavailable, ClapEmbedder
+
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(AdapterUnavailable, match=r"^skipped: could not load CLAP from .*not a valid JSON file"):
+        ClapEmbedder(tmp_path)
