@@ -101,7 +101,7 @@ def load_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> tup
 
     try:
         info = sf.info(str(path))
-    except Exception:
+    except (RuntimeError, OSError):  # sf.LibsndfileError (a RuntimeError): a format libsndfile cannot open
         return _load_fallback(path, max_seconds)
     check_rate(info.samplerate, str(path))
     if info.channels < 1 or info.channels > MAX_CHANNELS:
@@ -112,7 +112,7 @@ def load_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> tup
         raise AudioError(f"{path}: {info.frames / info.samplerate:.0f} s is longer than the {max_seconds:.0f} s limit")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:
+    except (RuntimeError, OSError, MemoryError) as err:  # sf.LibsndfileError is a RuntimeError
         raise AudioError(f"{path}: unreadable or truncated audio ({_reason(err)})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: contains no audio samples")
@@ -129,7 +129,7 @@ def _load_fallback(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             y, sr = librosa.load(str(path), sr=None, mono=False, duration=max_seconds)
-    except Exception:
+    except Exception:  # broad on purpose: audioread's backends (wave, aifc, ffmpeg, gstreamer) each raise their own types
         raise AudioError(f"{path}: not a readable audio file") from None
     check_rate(int(sr), str(path))
     return as_channels_first(y, str(path)), int(sr)

@@ -83,7 +83,7 @@ def import_madmom():
 def madmom_available() -> bool:
     try:
         import_madmom()
-    except Exception:
+    except Exception:  # broad on purpose: an optional, old package; a clash with numpy/Python can fail its import in any way
         return False
     return True
 

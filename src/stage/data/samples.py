@@ -378,9 +378,7 @@ class StemDataset(torch.utils.data.Dataset):
                                           f"{handle.samplerate} Hz, recorded {file.frames} at {file.sample_rate} Hz)")
                     handle.seek(first)
                     data = handle.read(frames, dtype="float32", always_2d=True)  # [n, C]
-            except _Unreadable:
-                raise
-            except Exception as err:  # libsndfile errors, missing files, permission errors
+            except (RuntimeError, OSError) as err:  # libsndfile errors (sf.LibsndfileError), missing files, permission errors
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise _Unreadable(f"{path}: {reason}") from None
             if data.shape[0] < frames or not np.isfinite(data).all():

@@ -44,6 +44,7 @@ from __future__ import annotations
 import enum
 import importlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,12 +127,14 @@ class ClapEmbedder(Embedder):
         self.tokenizer = None
         if path.is_dir():
             self.backend = "transformers"
+            from stage.model.sources import load_errors
+
             try:
                 from transformers import ClapFeatureExtractor, ClapModel
 
                 self.model = ClapModel.from_pretrained(str(path), local_files_only=True).eval()
                 self.features = ClapFeatureExtractor.from_pretrained(str(path), local_files_only=True)
-            except Exception as err:
+            except load_errors() as err:  # what transformers raises for a folder it cannot load
                 raise AdapterUnavailable(f"skipped: could not load CLAP from {path} ({_first_line(err)})") from None
             self.rate = int(self.features.sampling_rate)
             self.window = int(self.features.nb_max_samples)
@@ -144,7 +147,7 @@ class ClapEmbedder(Embedder):
                 self.model = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=amodel)
                 self.model.load_ckpt(str(path))
                 self.model.eval()
-            except Exception as err:
+            except Exception as err:  # broad on purpose: laion_clap's own constructor and loader, untested here, may raise anything
                 raise AdapterUnavailable(f"skipped: could not load CLAP from {path} ({_first_line(err)})") from None
             self.rate, self.window = CLAP_RATE, int(CLAP_SECONDS * CLAP_RATE)
             self.key = f"clap|{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}|{amodel}|fusion={enable_fusion}|v1"
@@ -178,11 +181,13 @@ class ClapEmbedder(Embedder):
     def load_text(self) -> None:
         """Make text embedding possible (the transformers backend loads its tokenizer here)."""
         if self.backend == "transformers" and self.tokenizer is None:
+            from stage.model.sources import load_errors
+
             try:
                 from transformers import AutoTokenizer
 
                 self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-            except Exception as err:
+            except load_errors() as err:  # what transformers raises for a folder it cannot load
                 raise AdapterUnavailable(f"skipped: no CLAP tokenizer in {self.path} ({_first_line(err)})") from None
 
     def embed_text(self, prompts: list[str]) -> np.ndarray:
@@ -239,7 +244,10 @@ class VggishEmbedder(Embedder):
             state = torch.load(str(path), map_location="cpu", weights_only=True)
             self.model.load_state_dict(state)
             self.model.eval()
-        except Exception as err:
+        # AttributeError/TypeError/ValueError: a torchvggish without VGG(make_layers()) or with another
+        # signature, or a state that is not a dict; UnpicklingError/EOFError/RuntimeError: torch.load
+        # refusing, an empty or a damaged file; RuntimeError also for missing or misshapen tensors.
+        except (AttributeError, TypeError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
             raise AdapterUnavailable(f"skipped: could not load VGGish weights from {path} ({_first_line(err)})") from None
         self.key = f"vggish|{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}|v1"
 
@@ -272,7 +280,7 @@ class MertEmbedder(Embedder):
 
             self.processor = Wav2Vec2FeatureExtractor.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModel.from_pretrained(str(path), trust_remote_code=True, local_files_only=True).eval()
-        except Exception as err:
+        except Exception as err:  # broad on purpose: trust_remote_code runs the folder's own Python, which may raise anything
             raise AdapterUnavailable(f"skipped: could not load MERT from {path} ({_first_line(err)})") from None
         self.layer, self.window_seconds, self.chunk_seconds = int(layer), float(window_seconds), float(chunk_seconds)
         self.rate = int(getattr(self.processor, "sampling_rate", MERT_RATE))
@@ -318,7 +326,7 @@ class CocolaScorer:
             with torch.serialization.safe_globals(safe):
                 self.model = module.CoCola.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
             self.model.eval()
-        except Exception as err:
+        except Exception as err:  # broad on purpose: COCOLA's own constructor (via Lightning), untested here, may raise anything
             raise AdapterUnavailable(f"skipped: could not load COCOLA from {path} ({_first_line(err)})") from None
         if not hasattr(self.model, "score"):
             raise AdapterUnavailable("skipped: the installed COCOLA code has no CoCola.score (update the repository)")

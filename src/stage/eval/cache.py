@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +49,20 @@ class EmbeddingCache:
 
     def _read(self) -> None:
         try:
-            with np.load(self.path, allow_pickle=False) as data:
+            data = np.load(self.path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
+            with data:
                 header = json.loads(str(data[META]))
-                if header.get("format") != FORMAT or header.get("version") != VERSION:
+                if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != VERSION:
                     raise ValueError("unknown cache format")
+                if not isinstance(header.get("entries"), dict):
+                    raise ValueError("no entry table")
                 self.meta = header["entries"]
                 self.entries = {k: np.asarray(data[k]) for k in self.meta if k in data.files}
-        except Exception as err:  # a corrupt or foreign file: start afresh, say so
+        # A corrupt or foreign file: start afresh, say so. np.load raises ValueError (not an archive,
+        # pickled data), EOFError (empty), BadZipFile or zlib.error (damaged); a missing META is a KeyError.
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             self.entries, self.meta = {}, {}
             self.note = f"ignored unreadable embedding cache {self.path} ({type(err).__name__})"
 

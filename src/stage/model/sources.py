@@ -82,8 +82,8 @@ def from_pretrained(cls, source: str, what: str, **kwargs):
     """`cls.from_pretrained(source)`, cache first, with an actionable error when offline."""
     try:
         return cls.from_pretrained(source, local_files_only=True, **kwargs)
-    except Exception as err:
-        local_err = err
+    except load_errors():
+        pass  # not in the cache (an OSError), or a broken cached copy: the hub attempt says which
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise OfflineError(
             f"{what} {source!r} is not in the local cache and HF_HUB_OFFLINE is set; download it on a "
@@ -91,8 +91,8 @@ def from_pretrained(cls, source: str, what: str, **kwargs):
         ) from None
     try:
         return cls.from_pretrained(source, **kwargs)
-    except Exception as err:
-        if _is_network_error(err) or _is_network_error(local_err):
+    except (*load_errors(), *_http_errors()) as err:
+        if _is_network_error(err):
             raise OfflineError(
                 f"cannot download {what} {source!r} from the Hugging Face hub (no network?); download it on a "
                 f"machine with network (`huggingface-cli download {source}`) or pass a local directory"
@@ -100,9 +100,65 @@ def from_pretrained(cls, source: str, what: str, **kwargs):
         raise CheckpointError(f"cannot load {what} from {source!r}: {_first_line(err)}") from None
 
 
+def load_errors() -> tuple[type[Exception], ...]:
+    """What transformers' `from_pretrained` raises for a folder or hub repo it cannot load
+    (measured with transformers 5.24): OSError for a missing or unreadable file (huggingface_hub's
+    errors subclass it), ValueError or huggingface_hub's StrictDataclassError for a bad config
+    value, TypeError for a value of the wrong kind, safetensors' SafetensorError for a corrupt
+    weights file, RuntimeError for tensors of the wrong shape, and ImportError for a folder that
+    needs a package this install lacks (a sentencepiece tokenizer)."""
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, TypeError, RuntimeError, ImportError, SafetensorError, StrictDataclassError)
+
+
+def _httpx():
+    """huggingface_hub's HTTP client module: httpx under huggingface_hub 1.x, httpx2 under 2.x."""
+    try:
+        from huggingface_hub.utils import httpx
+    except ImportError:  # huggingface_hub releases before it re-exported its client
+        import httpx
+    return httpx
+
+
+def _http_errors() -> tuple[type[Exception], ...]:
+    """The HTTP client's own errors, which can escape a download that breaks off mid-file."""
+    return (_httpx().HTTPError,)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the hub could not be reached. huggingface_hub raises
+    LocalEntryNotFoundError when a file is neither cached nor reachable (no network, hub down,
+    offline mode), OfflineModeIsEnabled (a ConnectionError) under HF_HUB_OFFLINE, and lets its
+    HTTP client's connection, timeout and protocol errors through mid-download. A missing or
+    gated repository (RepositoryNotFoundError, GatedRepoError) is not one of them."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    httpx = _httpx()
+    return (
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        ConnectionError,
+        httpx.NetworkError,
+        httpx.TimeoutException,
+        httpx.RemoteProtocolError,
+        httpx.ProxyError,
+    )
+
+
 def _is_network_error(err: BaseException) -> bool:
-    text = f"{type(err).__name__} {err}".lower()
-    return any(s in text for s in ("connect", "offline", "resolve", "network", "localentrynotfound", "timed out"))
+    """True when `err`, or an exception it was raised from, is a `_network_errors` one.
+    transformers re-raises hub failures as `OSError(...) from err`, so the chain is walked the way
+    Python prints it: `__cause__`, else `__context__` unless suppressed."""
+    network = _network_errors()
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, network):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    return False
 
 
 def _first_line(err: BaseException) -> str:
@@ -116,13 +172,13 @@ def hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:
-        pass
+    except (OSError, ValueError):
+        pass  # not cached (LocalEntryNotFoundError) or a bad repo id (HFValidationError): the hub attempt says which
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise OfflineError(f"{repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as err:
+    except (OSError, ValueError, *_http_errors()) as err:  # hub errors subclass OSError; HFValidationError is a ValueError
         if _is_network_error(err):
             raise OfflineError(
                 f"cannot download {repo_id!r} from the Hugging Face hub (no network?); run "
@@ -199,7 +255,7 @@ def _load_local(cls, path: Path, what: str):
     hf_logging.disable_progress_bar()  # a local folder: nothing to download, no bar to show
     try:
         return cls.from_pretrained(str(path), local_files_only=True)
-    except Exception as err:
+    except load_errors() as err:
         raise CheckpointError(f"cannot load {what} from {path}: {_first_line(err)}") from None
 
 

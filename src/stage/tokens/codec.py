@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from stage.errors import CheckpointError
 from stage.tokens.config import CodecConfig
 
 # transformers' config for facebook/encodec_32khz (its public config.json), so that EnCodec
@@ -53,7 +54,8 @@ def encodec_config(**overrides):
 class Codec(nn.Module):
     """Frozen EnCodec: `encode` audio -> codes, `decode` codes -> audio.
 
-    model: a transformers `EncodecModel`. config: the `CodecConfig` it must agree with.
+    model: a transformers `EncodecModel`. config: the `CodecConfig` it must agree with; a model
+    that does not (another rate, codebook size or number of codebooks) raises `CheckpointError`.
     """
 
     def __init__(self, model: nn.Module, config: CodecConfig):
@@ -62,19 +64,19 @@ class Codec(nn.Module):
         self.config = config
         hf = model.config
         if hf.sampling_rate != config.sample_rate or int(hf.frame_rate) != config.frame_rate:
-            raise ValueError(
+            raise CheckpointError(
                 f"EnCodec runs at {hf.sampling_rate} Hz / {hf.frame_rate} Hz frames, config says "
                 f"{config.sample_rate} / {config.frame_rate}"
             )
         if hf.codebook_size != config.codebook_size or hf.audio_channels != 1:
-            raise ValueError("only mono EnCodec models with the configured codebook size are supported")
+            raise CheckpointError("only mono EnCodec models with the configured codebook size are supported")
         # HF picks the number of quantizers from a bandwidth among `target_bandwidths`.
         self.bandwidth = None
         for bw in hf.target_bandwidths:
             if model.quantizer.get_num_quantizers_for_bandwidth(bw) == config.num_codebooks:
                 self.bandwidth = bw
         if self.bandwidth is None:
-            raise ValueError(f"no EnCodec bandwidth gives {config.num_codebooks} codebooks ({hf.target_bandwidths})")
+            raise CheckpointError(f"no EnCodec bandwidth gives {config.num_codebooks} codebooks ({hf.target_bandwidths})")
         self.model.requires_grad_(False)
         self.model.eval()
 
@@ -107,7 +109,7 @@ class Codec(nn.Module):
         out = self.model.encode(audio.to(dtype), bandwidth=self.bandwidth, return_dict=True)
         codes = out.audio_codes  # [chunks=1, B, K, T]
         if codes.shape[0] != 1:
-            raise ValueError("chunked EnCodec models are not supported")
+            raise CheckpointError("chunked EnCodec models are not supported")
         return codes[0].long()
 
     @torch.no_grad()
@@ -169,7 +171,7 @@ def encodec_config_from_state(state, sample_rate: int = 32_000):
 
     convs = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.layers\.(\d+)\.conv\.", k))})
     if len(convs) < 3 or "quantizer.layers.0.codebook.embed" not in state:
-        raise ValueError("not an EnCodec state dict")
+        raise CheckpointError("not an EnCodec state dict")
     first, last, down = convs[0], convs[-1], convs[1:-1]
     ratios = [weight(f"encoder.layers.{i}.conv").shape[-1] // 2 for i in down]
     lstm = [k for k in state if re.match(r"encoder\.layers\.\d+\.lstm\.weight_ih_l\d+$", k)]
