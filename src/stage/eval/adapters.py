@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stage.audio import as_channels_first, check_rate, resample, to_mono
+from stage.audio import prepare
 from stage.errors import StageError
 from stage.eval.embedders import Embedder, EncodecEmbedder, LogMelEmbedder, window_pool
 
@@ -91,8 +91,7 @@ def require_module(name: str, install: str, what: str):
 
 
 def _mono(audio, sample_rate: int, target: int) -> np.ndarray:
-    check_rate(sample_rate, "audio")
-    return resample(to_mono(as_channels_first(audio, "audio")), sample_rate, target)[0]
+    return prepare(audio, sample_rate, target)[0]
 
 
 def _windows(y: np.ndarray, length: int, min_tail: int) -> tuple[np.ndarray, np.ndarray | None]:
