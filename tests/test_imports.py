@@ -12,7 +12,7 @@ ROOT = SRC / "stage"
 # Layers, lowest first; a package may import its own layer or lower ones only. Top-level helper
 # modules (errors, files, audio, devices, text) sit below everything that uses them.
 LAYERS = [
-    {"stage.errors", "stage.files"},
+    {"stage.errors", "stage.files", "stage.formats"},
     {"stage.audio", "stage.devices"},
     {"stage.text", "stage.tokens"},
     {"stage.model"},

@@ -48,7 +48,7 @@ def test_a_whitespace_only_prompt_is_no_text(tiny_model, blank):
     assert not np.array_equal(text.stems, none.stems)
 
 
-# The authors' caption style (STAGE_METHOD §6.5 step 9, in docs/method.md §6) and stage's own
+# The authors' caption style (docs/method.md §6.5 step 9) and stage's own
 # (the synthetic band's captions, free-text studio prompts).
 CAPTIONS = [
     "Genres: Rock, Hard Rock, Arena Rock. Moods: epic, melodic, energetic.",
