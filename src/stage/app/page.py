@@ -12,10 +12,15 @@ its folder on every request, so the page holds nothing but the names it shows.
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import TYPE_CHECKING
 
-from stage.app.studio import BPM_MODES, MAX_TAKES, SessionView, Studio
+from stage.app.form import BPM_MODES, MAX_TAKES
 from stage.errors import StageError
+
+if TYPE_CHECKING:  # the studio imports this page; the page only needs its type
+    from stage.app.studio import SessionView, Studio
 
 MAX_LANES = 8  # the song and up to 7 stems
 TAKE_COLUMNS = ["take", "stem", "seed", "tempo", "over mix", "status", "prompt"]
@@ -31,13 +36,14 @@ def build_page(studio: Studio):
     c = studio.config
 
     def guard(fn):
-        """Run a handler; a user mistake (StageError) becomes a one-line message on the page."""
+        """Run a handler; a user mistake (StageError) becomes a one-line message on the page.
+        functools.wraps keeps the handler's signature, where Gradio finds its gr.Progress."""
+        @functools.wraps(fn)
         def run(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
             except StageError as err:
                 raise gr.Error(str(err)) from None
-        run.__name__ = fn.__name__
         return run
 
     # delete_cache: Gradio copies every returned file into its cache; drop copies older than a day.
@@ -56,7 +62,7 @@ def build_page(studio: Studio):
                 version = gr.Dropdown([], label="mix versions", elem_id="version")
                 use = gr.Button("Go to this mix version", elem_id="use-version")
                 export = gr.Button("Export stems + mix (zip)", elem_id="export")
-                export_file = gr.File(label="export", interactive=False, elem_id="export-file")
+                export_file = gr.File(label="export", interactive=False, height=90, elem_id="export-file")
             with gr.Column(scale=3):
                 lanes = []
                 for i in range(MAX_LANES):
@@ -222,5 +228,7 @@ def build_page(studio: Studio):
         track.click(on_track, [session, stem], [bpm, beats_per_bar, offset, tempo_info, *view_outputs], **heavy)
         show_grid.click(on_show_grid, [session, bpm, beats_per_bar, offset, stem], [tempo_info, *view_outputs], **light)
         export.click(on_export, [session], [export_file], **light)
+        # Each visit lists the sessions there are now (made here, by another visitor or by the CLI).
+        demo.load(lambda: gr.Dropdown(choices=studio.workspace.names()), None, [session], **light)
     demo.queue(default_concurrency_limit=c.concurrency, max_size=c.queue_size)
     return demo

@@ -26,17 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from stage.app.form import BPM_MODES, MAX_TAKES, take_settings  # noqa: F401  (BPM_MODES, MAX_TAKES: re-exported)
 from stage.app.uploads import load_upload
 from stage.app.waveform import COLORS, render_waveform  # noqa: F401  (re-exported: the studio's pictures)
 from stage.app.workspace import Workspace, export_zip, name_from_file
 from stage.errors import StageError
-
-MAX_TAKES = 4
-BPM_MODES = {
-    "auto: follow the mix's beats": "auto",
-    "number: a metronome at this BPM": "number",
-    "off: the mix is the context": "off",
-}
 
 
 @dataclass(frozen=True)
@@ -182,36 +176,11 @@ class Studio:
         self.workspace.create(name, mix, sr, source=path.name)
         return name
 
-    def settings(self, stem: str, prompt: str = "", bpm_mode: str = "off", bpm: float | None = 120.0,
-                 beats_per_bar: int | None = 4, offset: float | None = 0.0, takes: int = 1, cfg: float = 3.0,
-                 temperature: float = 1.0, top_k: int = 250, top_p: float = 0.0, seed: int | None = None):
-        """The page's form -> TakeSettings (validated; StageError names the bad value)."""
-        from stage.generate.params import GenerationParams
-        from stage.generate.takes import TakeSettings
-
-        mode = BPM_MODES.get(bpm_mode, bpm_mode)
-        if mode not in ("auto", "number", "off"):
-            raise StageError(f"unknown BPM mode {bpm_mode!r}")
-        if mode == "number" and (bpm is None or not np.isfinite(float(bpm))):
-            raise StageError("type a BPM, or choose 'auto' or 'off'")
-        takes = int(takes or 1)
-        if not 1 <= takes <= MAX_TAKES:
-            raise StageError(f"takes must be between 1 and {MAX_TAKES}, got {takes}")
-        bad_seed = seed is None or (isinstance(seed, float) and not np.isfinite(seed)) or int(seed) < 0
-        params = GenerationParams(guidance=float(cfg), temperature=float(temperature), top_k=int(top_k),
-                                  top_p=float(top_p), seed=None if bad_seed else int(seed))
-        return TakeSettings(
-            stem=stem, prompt=prompt or "", variations=takes, params=params,
-            bpm={"auto": "auto", "number": float(bpm or 0), "off": None}[mode],
-            beats_per_bar=int(beats_per_bar or 4) if mode == "number" else None,
-            offset=float(offset or 0.0) if mode == "number" else 0.0,
-        )
-
     def generate(self, name: str, stem: str, model: str | None = None, progress=None, **form):
-        """Generate takes of `stem` over the session's current mix (form: see `settings`).
+        """Generate takes of `stem` over the session's current mix (form: see `take_settings`).
         Returns the store's `SessionTakes`; progress(fraction, desc) follows the job."""
         report = progress or (lambda fraction, desc="": None)
-        settings = self.settings(stem, **form)  # every option is checked before the model loads
+        settings = take_settings(stem, **form)  # every option is checked before the model loads
         chosen = self.model_for(model, settings.stem)
         meta = {"model": {"source": model or self.config.model, "name": chosen.config.name, "stem": chosen.config.stem}}
         with self.workspace.locked(name) as session:
@@ -290,9 +259,9 @@ class Studio:
 
         def lane(title: str, rel: str) -> Lane:
             audio, sr = load_audio(folder / rel)
-            grid = take_grid(folder, rel) or tempo
-            image = render_waveform(audio, sr, pictures / f"{Path(rel).stem}.png", *((grid.beats, grid.downbeats)
-                                                                                      if grid else (None, None)))
+            grid = take_grid(folder, rel) or tempo  # a take's own grid, else the song's
+            marks = (grid.beats, grid.downbeats) if grid else (None, None)
+            image = render_waveform(audio, sr, pictures / f"{Path(rel).stem}.png", *marks)
             return Lane(title, folder / rel, image)
 
         stems = session.accepted_takes()
