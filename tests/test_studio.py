@@ -262,8 +262,8 @@ def test_the_queue_serves_eight_requests_at_once(tiny_model, tmp_path, patient_l
     try:
         assert demo._queue.max_size == 16 and demo._queue.default_concurrency_limit == 1
         # The outputs' files stay on the server, and a loaded machine gets patient timeouts.
-        client = client_module.Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False, analytics_enabled=False,
-                                      httpx_kwargs={"timeout": 120})
+        client = client_module.Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False,
+                                      analytics_enabled=False, httpx_kwargs={"timeout": 120})
         form = ["", "off: the mix is the context", 120, 4, 0, 1, 1.0, 1.0, 250, 0.0, 5]
         jobs = [client.submit(n, "drums", "tiny", *form, api_name="/on_generate") for n in names]
         jobs += [client.submit(n, "drums", api_name="/on_open") for n in names]
