@@ -128,6 +128,26 @@ def test_a_song_stem_by_stem(studio, tmp_path, capsys):
     assert (folder / "mixes" / "mix_002.wav").is_file()
 
 
+def test_tempo_and_regenerate(studio, tmp_path):
+    """Track the song's beats, type a grid, regenerate a take with its seed (the same audio) or a new one."""
+    from stage.audio import load_audio
+
+    name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 2.0, sr=16_000, channels=1)))
+    tracked = studio.track(name)
+    assert 100 < tracked.bpm < 140 and len(tracked.beats) >= 3
+    typed = studio.set_tempo(name, 100, 3, 0.2)
+    assert typed.downbeats[0] == pytest.approx(0.2) and "100.0 BPM, 3 beats per bar" in studio.view(name).summary
+    first = studio.generate(name, "drums", "tiny", bpm_mode=METRONOME, bpm=100, beats_per_bar=3, offset=0.2, cfg=1.0,
+                            seed=11).takes[0]
+    form = dict(bpm_mode=METRONOME, bpm=100, beats_per_bar=3, offset=0.2, cfg=1.0)
+    same = studio.regenerate(name, first.id, True, "tiny", **form).takes[0]
+    other = studio.regenerate(name, first.id, False, "tiny", **form).takes[0]
+    assert (same.id, same.seed, other.id) == ("take002", 11, "take003") and other.seed != 11
+    folder = studio.workspace.root / name
+    np.testing.assert_allclose(load_audio(folder / same.file)[0], load_audio(folder / first.file)[0], atol=1e-3)
+    assert "_100bpm_" in same.file
+
+
 def test_the_studio_opens_cli_sessions(studio, tmp_path, capsys):
     from stage.cli import main
 
