@@ -193,3 +193,49 @@ def test_python_api_example(tmp_path):
     from stage.data.beats import track_beats
 
     assert stage.track_beats is track_beats  # re-exported (exercised by tests/test_beats.py)
+
+
+def test_reject_and_go_back_to_an_earlier_mix(tmp_path, capsys):
+    """`reject` sets a take aside; `use` makes an earlier mix version current, and the next
+    accepted take branches from it (its version records that parent)."""
+    sr = 16_000
+    song = tmp_path / "demo.wav"
+    sf.write(str(song), drum_loop(120.0, 0.3, sr, 0.05).T * 0.5, sr, subtype="PCM_16")
+    folder = tmp_path / "s"
+    assert run(capsys, "session", "new", folder, "--mix", song)[0] == 0
+    rc, _, err = run(capsys, "session", "generate", folder, "--stem", "drums", *FAST, "--variations", 2, "--seed", 4)
+    assert rc == 0, err
+    assert run(capsys, "session", "accept", folder, "take001")[0] == 0
+    rc, _, err = run(capsys, "session", "reject", folder, "take001")
+    assert rc == 2 and "in the current mix" in err
+
+    rc, out, err = run(capsys, "session", "use", folder, "v0")
+    assert rc == 0 and "mix_000.wav" in out, err
+    assert run(capsys, "session", "reject", folder, "take001")[0] == 0  # not in mix v0
+    rc, _, err = run(capsys, "session", "accept", folder, "take001")
+    assert rc == 2 and "was rejected" in err
+    assert run(capsys, "session", "accept", folder, "take002")[0] == 0
+    session = Session.open(folder)
+    v2 = session.state.mixes[2]
+    assert (v2.take, v2.parent, session.state.current) == ("take002", 0, 2)
+    assert [t.id for t in session.accepted_takes()] == ["take002"]
+    v0, _ = load_audio(folder / "mixes" / "mix_000.wav")
+    take2, _ = load_audio(folder / session.find_take("take002").file)
+    mixed, _ = load_audio(folder / v2.file)
+    np.testing.assert_allclose(mixed, v2.mix_gain * (v0 + take2), atol=3e-4)
+    rc, out, _ = run(capsys, "session", "show", folder)
+    assert "+ take002 (+0.0 dB) over v0" in out and "rejected" in out
+    rc, _, err = run(capsys, "session", "use", folder, "v9")
+    assert rc == 2 and "no mix version" in err
+
+
+def test_version_1_session_files_still_open(tmp_path):
+    folder = tmp_path / "old"
+    Session.create(folder, np.zeros((1, 100), np.float32), 8_000)
+    state = json.loads((folder / "session.json").read_text())
+    state["version"] = 1
+    for m in state["mixes"]:
+        del m["parent"]
+    (folder / "session.json").write_text(json.dumps(state))
+    session = Session.open(folder)
+    assert session.state.mixes[0].base is None and session.accepted_takes() == []

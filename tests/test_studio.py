@@ -7,17 +7,20 @@ own server thread) and drives it with Playwright's sync API through Debian's `/u
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import drum_loop
 
+from helpers import drum_loop
 from stage.app.studio import COLORS, MAX_TAKES, Studio, StudioConfig, render_waveform
 from stage.errors import StageError
+from stage.generate.session import LOCK_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -29,8 +32,8 @@ METRONOME = "number: a metronome at this BPM"
 
 @pytest.fixture
 def studio(tiny_model, tmp_path):
-    s = Studio.create(StudioConfig(model="tiny", max_upload_mb=1.0, max_seconds=5.0, work_dir=str(tmp_path / "work")),
-                      model=tiny_model)
+    s = Studio.create(StudioConfig(model="tiny", sessions=str(tmp_path / "sessions"), max_upload_mb=1.0, max_seconds=5.0,
+                                   work_dir=str(tmp_path / "work")), model=tiny_model)
     yield s
     s.close()
 
@@ -59,44 +62,174 @@ def test_waveform_picture_marks_beats_and_downbeats(tmp_path):
     assert (img[:, 150] == COLORS["wave"]).all(axis=1).any()  # the waveform itself is drawn
 
 
-def test_job_writes_takes_and_pictures(studio, tmp_path):
-    mix = write_loop(tmp_path / "loop.wav", 0.5)
-    job = studio.run_job(str(mix), "drums", "tight funk", METRONOME, 100, 4, 0.0, takes=2, cfg=1.0, seed=7)
-    assert len(job.takes) == 2 and "metronome at 100 BPM" in job.summary
-    for take, seed in zip(job.takes, (7, 8)):
-        stem, sr = sf.read(str(take.stem), always_2d=True)
-        assert sr == 44_100 and stem.shape == (22_050, 2)
-        assert take.mix.is_file() and take.sidecar.is_file() and take.image.is_file()
-        assert f"seed {seed}" in take.title and f"_s{seed}" in take.stem.name
-    assert job.input_image.is_file() and job.folder.parent == studio.work_dir
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative name -> bytes), but the empty lock files that
+    `Session.lock` leaves (as `stage session` does)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK_FILE}
+
+
+def test_a_song_stem_by_stem(studio, tmp_path, capsys):
+    """Upload -> two drum takes -> accept one -> bass over the new mix -> export: through the job
+    functions, the real tiny model and the real session store (the one `stage session` uses)."""
+    from stage.audio import load_audio
+    from stage.cli import main
+
+    upload = write_loop(tmp_path / "My Groove.wav", 0.5)
+    name = studio.new_session(str(upload))
+    assert name == "My-Groove" and studio.workspace.names() == [name]
+    folder = studio.workspace.root / name
+
+    drums = studio.generate(name, "drums", "tiny", bpm_mode=METRONOME, bpm=100, takes=2, cfg=1.0, seed=7)
+    assert [t.id for t in drums.takes] == ["take001", "take002"] and [t.seed for t in drums.takes] == [7, 8]
+    view = studio.view(name, "drums")
+    assert view.take_ids == ["take001", "take002"] and view.selected == "take002" and len(view.lanes) == 1
+    assert view.take_lane.image.is_file() and "100.0 BPM" in view.summary
+    assert main(["session", "show", str(folder)]) == 0  # the CLI reads what the studio wrote
+    assert "take002  drums" in capsys.readouterr().out
+
+    version = studio.accept(name, "take002")
+    assert version.index == 1 and version.take == "take002"
+    studio.reject(name, "take001")
+    view = studio.view(name, "drums")
+    assert [lane.title.split(":")[0] for lane in view.lanes] == ["song", "drums"]
+    assert [row[5] for row in view.rows] == ["rejected", "accepted in v1"] and view.current.startswith("v1")
+
+    # The bass hears the new mix: mix v1 = the upload + the accepted drums.
+    bass = studio.generate(name, "bass", "tiny", bpm_mode="off", takes=1, cfg=1.0, seed=3)
+    [take] = bass.takes
+    assert take.over_mix == 1 and bass.takeset.context.mode == "mix"
+    v0, _ = load_audio(folder / "mixes" / "mix_000.wav")
+    v1, _ = load_audio(folder / "mixes" / "mix_001.wav")
+    np.testing.assert_array_equal(bass.takeset.context.audio, v1)
+    assert not np.allclose(v1, v0, atol=1e-3)
+    studio.accept(name, take.id, gain_db=-3.0)
+    assert main(["session", "show", str(folder)]) == 0
+    shown = capsys.readouterr().out
+    assert "current mix: mixes/mix_002.wav" in shown and "rejected" in shown
+
+    # Export: the mix and every stem at the upload's rate and length, with the sidecars.
+    upload_audio, upload_sr = sf.read(str(upload), always_2d=True)
+    with zipfile.ZipFile(studio.export(name)) as z:
+        names = z.namelist()
+        wavs = [n for n in names if n.endswith(".wav")]
+        assert {"mix.wav", "original.wav", "session.json", "README.txt"} <= set(names)
+        assert len([n for n in wavs if n.startswith("stems/")]) == 2
+        assert len([n for n in names if n.startswith("stems/") and n.endswith(".json")]) == 2
+        for member in wavs:
+            audio, sr = sf.read(io.BytesIO(z.read(member)), always_2d=True)
+            assert sr == upload_sr and audio.shape == upload_audio.shape, member
+        assert "reproduce: stage generate" in z.read("README.txt").decode()
+
+    # Back to the drums-only mix: the lanes follow, nothing is deleted.
+    studio.use_version(name, "v1: + take002 (drums)")
+    view = studio.view(name, "bass")
+    assert view.current.startswith("v1") and len(view.lanes) == 2 and len(view.versions) == 3
+    assert (folder / "mixes" / "mix_002.wav").is_file()
+
+
+def test_tempo_and_regenerate(studio, tmp_path):
+    """Track the song's beats, type a grid, regenerate a take with its seed (the same audio) or a new one."""
+    from stage.audio import load_audio
+
+    name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 2.0, sr=16_000, channels=1)))
+    tracked = studio.track(name)
+    assert 100 < tracked.bpm < 140 and len(tracked.beats) >= 3
+    typed = studio.set_tempo(name, 100, 3, 0.2)
+    assert typed.downbeats[0] == pytest.approx(0.2) and "100.0 BPM, 3 beats per bar" in studio.view(name).summary
+    first = studio.generate(name, "drums", "tiny", bpm_mode=METRONOME, bpm=100, beats_per_bar=3, offset=0.2, cfg=1.0,
+                            seed=11).takes[0]
+    form = dict(bpm_mode=METRONOME, bpm=100, beats_per_bar=3, offset=0.2, cfg=1.0)
+    same = studio.regenerate(name, first.id, True, "tiny", **form).takes[0]
+    other = studio.regenerate(name, first.id, False, "tiny", **form).takes[0]
+    assert (same.id, same.seed, other.id) == ("take002", 11, "take003") and other.seed != 11
+    folder = studio.workspace.root / name
+    np.testing.assert_allclose(load_audio(folder / same.file)[0], load_audio(folder / first.file)[0], atol=1e-3)
+    assert "_100bpm_" in same.file
+
+
+def test_the_studio_opens_cli_sessions(studio, tmp_path, capsys):
+    from stage.cli import main
+
+    upload = write_loop(tmp_path / "loop.wav", 0.3)
+    assert main(["session", "new", str(studio.workspace.root / "from-cli"), "--mix", str(upload)]) == 0
+    assert studio.workspace.names() == ["from-cli"]
+    view = studio.view("from-cli", "drums")
+    assert view.lanes[0].audio.is_file() and view.take_ids == [] and view.versions == ["v0: start"]
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(upload=None), "upload a mix first"),
-    (dict(stem="kazoo"), "generates"),
+    (dict(stem="kazoo"), "unknown stem"),
     (dict(bpm_mode="sometimes"), "BPM mode"),
     (dict(bpm_mode=METRONOME, bpm=None), "type a BPM"),
     (dict(takes=MAX_TAKES + 1), "takes"),
     (dict(top_p=2.0), "top_p"),
+    (dict(model="/etc/passwd"), "unknown model"),
+    (dict(name="../x"), "bad session name"),
+    (dict(name="nope"), "no session named"),
 ])
-def test_job_refuses_bad_requests(studio, tmp_path, change, message):
-    request = dict(upload=str(write_loop(tmp_path / "loop.wav", 0.3)), stem="drums", bpm_mode="off", takes=1)
+def test_generate_refuses_bad_requests(studio, tmp_path, change, message):
+    name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.3)), "song")
+    before = snapshot(studio.workspace.root)
+    request = dict(name=name, stem="drums", model="tiny", bpm_mode="off", takes=1)
     request.update(change)
     with pytest.raises(StageError, match=message):
-        studio.run_job(**request)
-    assert not any(studio.work_dir.iterdir()), "a refused job left files behind"
+        studio.generate(**request)
+    assert snapshot(studio.workspace.root) == before
 
 
-def test_upload_limits(studio, tmp_path):
-    """Uploads are capped in size (--max-upload-mb, 1 MB here) and length (--max-seconds, 5 s)."""
+def test_bad_uploads_and_names_change_nothing(studio, tmp_path):
+    """Non-audio, oversized and too long uploads, and tampered session names: each a one-line
+    StageError, and the sessions folder stays byte for byte as it was."""
+    name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.3)), "song")
+    outside = tmp_path / "x"
+    before = snapshot(studio.workspace.root)
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio")
+    fake = tmp_path / "fake.wav"
+    fake.write_text("RIFF but not really")
     huge = tmp_path / "huge.wav"
     sf.write(str(huge), np.zeros((2, 44_100 * 7), np.float32).T, 44_100, subtype="PCM_16")  # 7 s, 1.2 MB
     long = write_loop(tmp_path / "long.wav", 6.0, sr=8_000, channels=1)  # 6 s, 0.1 MB
-    with pytest.raises(StageError, match="the file is 1.2 MB; this studio accepts up to 1 MB"):
-        studio.run_job(str(huge), "drums", bpm_mode="off")
-    with pytest.raises(StageError, match="longer than the 5 s limit"):
-        studio.run_job(str(long), "drums", bpm_mode="off")
-    assert not any(studio.work_dir.iterdir())
+    for upload, message in ((None, "upload a mix first"), (text, "notes.txt is not an audio file"),
+                            (fake, "fake.wav is not an audio file"),
+                            (huge, "the file is 1.2 MB; this studio accepts up to 1 MB"),
+                            (long, "long.wav: 6 s is longer than the 5 s limit")):
+        with pytest.raises(StageError, match=message):
+            studio.new_session(None if upload is None else str(upload))
+    with pytest.raises(StageError, match="already exists"):
+        studio.workspace.create(name, np.zeros((1, 100), np.float32), 8_000)
+    ok = write_loop(tmp_path / "ok.wav", 0.2)
+    for bad in ("../x", "..", "a/../../x", "/tmp/x", ".hidden", "x" * 65):
+        with pytest.raises(StageError, match="bad session name"):
+            studio.new_session(str(ok), bad)
+        for job in (studio.view, studio.export, lambda n: studio.accept(n, "take001"), lambda n: studio.reject(n, "1"),
+                    lambda n: studio.use_version(n, "v0"), studio.track):
+            with pytest.raises(StageError, match="bad session name"):
+                job(bad)
+    with pytest.raises(StageError, match="choose a session"):
+        studio.view("")
+    (studio.workspace.root / "link").symlink_to(tmp_path)
+    with pytest.raises(StageError, match="outside the sessions folder"):
+        studio.view("link")
+    (studio.workspace.root / "link").unlink()
+    with pytest.raises(StageError, match="no take"):
+        studio.accept(name, "take009")
+    with pytest.raises(StageError, match="no mix version"):
+        studio.use_version(name, "v7")
+    assert snapshot(studio.workspace.root) == before and not outside.exists()
+
+
+def test_a_model_for_another_stem_is_refused(studio, tiny_model):
+    import copy
+
+    drums_only = copy.copy(tiny_model)
+    drums_only.config = tiny_model.config.replace(stem="drums")
+    studio.models["drums-only"] = drums_only
+    with pytest.raises(StageError, match="generates drums, not bass"):
+        studio.model_for("drums-only", "bass")
+    assert studio.model_for("drums-only", "drums") is drums_only
+    assert {"tiny", "drums-only"} <= set(studio.model_choices())
 
 
 def test_config_is_validated():
@@ -104,9 +237,28 @@ def test_config_is_validated():
         StudioConfig(max_upload_mb=0)
     with pytest.raises(StageError, match="concurrency"):
         StudioConfig(concurrency=0)
+    with pytest.raises(StageError, match="queue-size"):
+        StudioConfig(queue_size=0)
 
 
 # --------------------------------------------------------------------------- the real page
+
+
+@pytest.fixture
+def patient_launch(monkeypatch):
+    """Gradio's launch probes its own page with a 3 s timeout and gives up at the first timeout;
+    on a loaded machine (tests run niced next to a training) the first page render takes longer.
+    The same probe, with a patient timeout."""
+    import httpx
+    from gradio import networking
+
+    def url_ok(url: str) -> bool:
+        try:
+            return httpx.head(url, timeout=120).status_code in (200, 401, 301, 302, 303, 307, 308)
+        except (httpx.ConnectError, httpx.TimeoutException):
+            return False
+
+    monkeypatch.setattr(networking, "url_ok", url_ok)
 
 
 def free_port() -> int:
@@ -115,82 +267,102 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_the_queue_serves_eight_requests_at_once(tiny_model, tmp_path, patient_launch):
+    """Eight clients submit at once (four generations, four views): the queue holds them
+    (max_size) and runs them (default_concurrency_limit), and every one completes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client_module = pytest.importorskip("gradio_client")
+    port = free_port()
+    studio = Studio.create(StudioConfig(model="tiny", sessions=str(tmp_path / "sessions"), port=port, queue_size=16,
+                                        work_dir=str(tmp_path / "work")), model=tiny_model)
+    names = [studio.new_session(str(write_loop(tmp_path / f"loop{i}.wav", 0.2, sr=16_000, channels=1)), f"song{i}")
+             for i in range(4)]
+    demo = studio.launch(block=False, quiet=True)
+    try:
+        assert demo._queue.max_size == 16 and demo._queue.default_concurrency_limit == 1
+        # The outputs' files stay on the server, and a loaded machine gets patient timeouts.
+        client = client_module.Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False,
+                                      analytics_enabled=False, httpx_kwargs={"timeout": 120})
+        form = ["", "off: the mix is the context", 120, 4, 0, 1, 1.0, 1.0, 250, 0.0, 5]
+        jobs = [client.submit(n, "drums", "tiny", *form, api_name="/on_generate") for n in names]
+        jobs += [client.submit(n, "drums", api_name="/on_open") for n in names]
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda job: job.result(timeout=600), jobs))
+        assert len(results) == 8
+        for name in names:
+            assert [t.seed for t in studio.workspace.open(name).state.takes] == [5]
+    finally:
+        demo.close()
+        studio.close()
+
+
 @pytest.mark.browser
-def test_studio_in_a_browser(tiny_model, tmp_path):
+def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
+    """Create a session from an upload, generate two takes, accept one: the real page."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from stage.generate.session import Session
+
     mix = write_loop(tmp_path / "groove.wav", 1.0)
     port = free_port()
-    studio = Studio.create(StudioConfig(model="tiny", port=port, work_dir=str(tmp_path / "work")), model=tiny_model)
+    sessions = tmp_path / "sessions"
+    studio = Studio.create(StudioConfig(model="tiny", sessions=str(sessions), port=port, work_dir=str(tmp_path / "work")),
+                           model=tiny_model)
     demo = studio.launch(block=False, quiet=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch_persistent_context(
                 str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-                accept_downloads=True, viewport={"width": 1280, "height": 1000},
+                accept_downloads=True, viewport={"width": 1280, "height": 1400},
             )
             try:
                 page = browser.new_page()
                 page.goto(url)
-                page.wait_for_selector("#generate", timeout=60_000)
+                page.wait_for_selector("#create", timeout=60_000)
 
-                # Generating with no upload shows the one-line message.
-                page.locator("#generate").click()
+                # Creating with no upload shows the one-line message.
+                page.locator("#create").click()
                 page.get_by_text("upload a mix first").first.wait_for(timeout=30_000)
                 page.locator("[data-testid=toast-close]").first.click()
 
-                # Upload, metronome at 120 BPM, one take.
+                # Upload -> a session named "groove": the song lane appears.
                 page.locator("#mix-upload input[type=file]").set_input_files(str(mix))
                 page.wait_for_selector("#mix-upload audio", state="attached", timeout=30_000)
+                page.locator("#session-name textarea, #session-name input").first.fill("groove")
+                page.locator("#create").click()
+                page.wait_for_selector("#lane-0-wave img", timeout=120_000)
+                page.locator("#status").filter(has_text="groove").wait_for(timeout=30_000)
+                assert not page.locator("#lane-1").is_visible()
+
+                # Two drum takes on a 120 BPM metronome.
                 page.get_by_label(METRONOME).check()
                 page.locator("#prompt textarea, #prompt input").first.fill("Genres: Funk. Moods: groovy.")
                 page.locator("#generate").click()
-                page.wait_for_selector("#take-0-wave img", timeout=300_000)
-                assert page.locator("#take-0").is_visible()
-                assert not page.locator("#take-1").is_visible()
-                page.wait_for_function(
-                    "document.querySelector('#take-0-wave img').naturalWidth > 0 && "
-                    "document.querySelector('#input-wave img').naturalWidth > 0", timeout=30_000)
-                # Both players loaded the audio: they show its duration (1 s) next to their controls.
-                for player in ("#take-0-stem", "#take-0-mix"):
+                page.locator("#takes-table").filter(has_text="take002").wait_for(timeout=300_000)
+                page.wait_for_function("document.querySelector('#take-wave img')?.naturalWidth > 0", timeout=60_000)
+                for player in ("#take-alone", "#take-mix"):
                     page.locator(f"{player} time#duration").filter(has_text="0:01").wait_for(timeout=60_000)
-                    assert page.locator(f"{player} [data-testid=waveform-controls]").is_visible()
-                summary = page.locator("#summary").inner_text()
-                assert "metronome at 120 BPM" in summary and "1 take" in summary
 
-                with page.expect_download(timeout=60_000) as download:
-                    page.locator("#take-0-stem-download").click()
-                saved = tmp_path / "downloaded.wav"
-                download.value.save_as(saved)
-                audio, sr = sf.read(str(saved), always_2d=True)
-                assert sr == 44_100 and audio.shape == (44_100, 2)
-                assert download.value.suggested_filename.endswith(".wav") and "_120bpm_" in download.value.suggested_filename
-
+                # Audition take001, accept it: it becomes the drums lane of mix v1.
+                page.locator("#take").get_by_label("take001").check()
+                page.locator("#take-title").filter(has_text="take001").wait_for(timeout=60_000)
+                page.locator("#accept").click()
+                page.locator("#lane-1").filter(has_text="drums: take001").wait_for(timeout=120_000)
+                page.wait_for_function("document.querySelector('#lane-1-wave img')?.naturalWidth > 0", timeout=60_000)
+                page.locator("#status").filter(has_text="mix v1").wait_for(timeout=30_000)
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
-
-                # Two submissions at once (two users): both go through the queue and complete.
-                pages = [browser.new_page(), browser.new_page()]
-                for i, other in enumerate(pages):
-                    other.goto(url)
-                    other.wait_for_selector("#generate", timeout=60_000)
-                    other.locator("#mix-upload input[type=file]").set_input_files(str(mix))
-                    other.get_by_label("off: the mix is the context").check()
-                    other.wait_for_selector("#mix-upload audio", state="attached", timeout=30_000)
-                for other in pages:
-                    other.locator("#generate").click()
-                for other in pages:
-                    other.wait_for_selector("#take-0-wave img", timeout=300_000)
-                    assert "context: the mix" in other.locator("#summary").inner_text()
-                jobs = sorted(d for d in (tmp_path / "work").iterdir() if d.is_dir())
-                assert len(jobs) == 3 and all(len(list(d.glob("*.wav"))) == 2 for d in jobs)
             finally:
                 browser.close()
     finally:
         demo.close()
         studio.close()
+    session = Session.open(sessions / "groove")  # the store `stage session` reads
+    assert session.state.current == 1 and [t.id for t in session.accepted_takes()] == ["take001"]
+    assert [t.seed for t in session.state.takes][1] == session.state.takes[0].seed + 1
 
 
 def test_studio_command_refuses_missing_models(tmp_path, capsys, monkeypatch):

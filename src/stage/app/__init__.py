@@ -1,1 +1,1 @@
-"""The web studio (`stage studio`): a Gradio app over `StageModel.generate` (see `studio.py`)."""
+"""The web studio (`stage studio`): a Gradio workspace over `stage session` folders (see `studio.py`)."""

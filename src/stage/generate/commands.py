@@ -60,12 +60,16 @@ examples:
 SESSION_HELP = """Build a song stem by stem in a session folder: generate takes over the current mix, listen,
 accept one (it is mixed into a new version of the mix, with headroom), generate the next stem
 over the new mix. Every take and every mix version is kept; the state is in session.json.
+Reject a take to set it aside; `use` an earlier mix version to go back to it (the next accepted
+take branches from there). `stage studio` opens the same session folders in the browser.
 
 examples:
   stage session new mysong --mix demo.wav
   stage session generate mysong --stem drums --model stage-drums --bpm auto --variations 3
   stage session show mysong
   stage session accept mysong take002
+  stage session reject mysong take001
+  stage session use mysong v0                                 # back to the starting mix
   stage session generate mysong --stem bass --model stage-bass --prompt "Genres: Funk."
   stage session new sketch --seconds 20 --sample-rate 44100   # start from silence
   stage session generate sketch --stem drums --model stage-drums --bpm 100"""
@@ -136,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=run_metronome)
 
-    p = sub.add_parser("session", help="build a song stem by stem (new, generate, accept, show)",
+    p = sub.add_parser("session", help="build a song stem by stem (new, generate, accept, reject, use, show)",
                        description=SESSION_HELP, formatter_class=fmt)
     ss = p.add_subparsers(dest="session_command", metavar="ACTION")
     q = ss.add_parser("new", help="start a session from a mix (or from silence)", description=SESSION_HELP, formatter_class=fmt)
@@ -157,6 +161,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("take", metavar="TAKE", help="take id (e.g. take002 or 2), as listed by `stage session show`")
     q.add_argument("--gain", type=float, default=0.0, help="gain of the take in the mix, dB (default 0)")
     q.set_defaults(func=run_session_accept)
+    q = ss.add_parser("reject", help="set a take aside (its files stay)", description=SESSION_HELP, formatter_class=fmt)
+    q.add_argument("dir", metavar="DIR", help="session folder")
+    q.add_argument("take", metavar="TAKE", help="take id (e.g. take002 or 2)")
+    q.set_defaults(func=run_session_reject)
+    q = ss.add_parser("use", help="make a mix version current (e.g. go back to an earlier one)", description=SESSION_HELP,
+                      formatter_class=fmt)
+    q.add_argument("dir", metavar="DIR", help="session folder")
+    q.add_argument("version", metavar="VERSION", help="mix version (e.g. v1 or 1), as listed by `stage session show`")
+    q.set_defaults(func=run_session_use)
     q = ss.add_parser("show", help="list the mix versions and takes", description=SESSION_HELP, formatter_class=fmt)
     q.add_argument("dir", metavar="DIR", help="session folder")
     q.set_defaults(func=run_session_show)
@@ -398,6 +411,24 @@ def run_session_accept(args: argparse.Namespace) -> int:
         version = session.accept(args.take, args.gain)
     scaled = f", scaled by {version.mix_gain:.3f} for headroom" if version.mix_gain < 1.0 else ""
     print(f"mixed {version.take} into {version.file} (mix v{version.index}{scaled})")
+    return 0
+
+
+def run_session_reject(args: argparse.Namespace) -> int:
+    from stage.generate.session import Session
+
+    with Session.open(args.dir).lock():
+        take = Session.open(args.dir).reject(args.take)
+    print(f"rejected {take.id} ({take.file} stays on disk)")
+    return 0
+
+
+def run_session_use(args: argparse.Namespace) -> int:
+    from stage.generate.session import Session
+
+    with Session.open(args.dir).lock():
+        version = Session.open(args.dir).use_version(args.version)
+    print(f"current mix: {version.file} (version {version.index}); the next accepted take branches from it")
     return 0
 
 

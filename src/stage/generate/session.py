@@ -1,7 +1,10 @@
 """Sessions: a folder that builds a song stem by stem, one accepted take at a time.
 
 `session.json` holds the state and is rewritten atomically after every change; every mix version
-and every take stays on disk, and `Session.lock` keeps to one stage command at a time. Takes are
+and every take stays on disk (a rejected take is only marked so; going back to an earlier mix
+version makes it current again, and the next accepted take branches from it), and `Session.lock`
+keeps to one stage command at a time. The CLI (`stage session`) and the web studio
+(`stage studio`) share this store. Takes are
 made by the same pipeline as `stage generate`: `plan_takes` (takes.py), `render_takes`
 (render.py) and `write_takes` (takefiles.py).
 """
@@ -27,14 +30,15 @@ from stage.generate.takes import TakeSettings, plan_takes
 
 SESSION_FILE = "session.json"
 SESSION_FORMAT = "stage-session"
-SESSION_VERSION = 1
+SESSION_VERSION = 2  # 2: mix versions record their parent, takes can be rejected (1 still opens)
 LOCK_FILE = ".session.lock"
 
 
 @dataclass
 class MixVersion:
-    """One version of the session's mix. take: the take added to the previous version (None for
-    the starting mix). gain_db: the take's gain; mix_gain: the headroom scaling applied."""
+    """One version of the session's mix. take: the take added to version `parent` (None for the
+    starting mix). gain_db: the take's gain; mix_gain: the headroom scaling applied. parent: the
+    version the take was mixed into (None in files from before it was recorded: the previous one)."""
 
     index: int
     file: str
@@ -43,11 +47,20 @@ class MixVersion:
     gain_db: float = 0.0
     mix_gain: float = 1.0
     source: str | None = None
+    parent: int | None = None
+
+    @property
+    def base(self) -> int | None:
+        """The version this one was built on (None for the starting mix)."""
+        if self.index == 0:
+            return None
+        return self.index - 1 if self.parent is None else self.parent
 
 
 @dataclass
 class SessionTake:
-    """A take in a session: its files (relative to the session folder) and how it was made."""
+    """A take in a session: its files (relative to the session folder) and how it was made.
+    accepted_in: the mix version it was last mixed into; rejected: set aside by the user (kept on disk)."""
 
     id: str
     stem: str
@@ -61,6 +74,7 @@ class SessionTake:
     sidecar: str
     created: str
     accepted_in: int | None = None
+    rejected: bool = False
 
 
 @dataclass
@@ -193,6 +207,24 @@ class Session:
         known = ", ".join(t.id for t in self.state.takes) or "none yet"
         raise StageError(f"no take {take_id!r} in {self.folder} (takes: {known})")
 
+    def find_version(self, version) -> MixVersion:
+        """Mix version `version`: an index, or "v2" / "2"."""
+        text = str(version).strip().lower().removeprefix("v")
+        if text.isdigit() and int(text) < len(self.state.mixes):
+            return self.state.mixes[int(text)]
+        raise StageError(f"no mix version {version!r} in {self.folder} (versions: v0..v{len(self.state.mixes) - 1})")
+
+    def chain(self, index: int | None = None) -> list[MixVersion]:
+        """The versions that led to version `index` (default: the current one), starting mix first."""
+        out = [self.state.mixes[self.state.current if index is None else index]]
+        while out[-1].base is not None:
+            out.append(self.state.mixes[out[-1].base])
+        return out[::-1]
+
+    def accepted_takes(self, index: int | None = None) -> list[SessionTake]:
+        """The takes mixed into version `index` (default: the current one), in the order they were accepted."""
+        return [self.find_take(m.take) for m in self.chain(index) if m.take is not None]
+
     # ----------------------------------------------------------- changes
 
     def add_takes(self, model, settings: TakeSettings, progress: Progress | None = None, extra: dict | None = None,
@@ -238,8 +270,10 @@ class Session:
         if not np.isfinite(gain_db) or not -60.0 <= gain_db <= 24.0:
             raise StageError(f"gain must be between -60 and +24 dB, got {gain_db}")
         take = self.find_take(take_id)
-        if take.accepted_in is not None:
+        if take.id in {t.id for t in self.accepted_takes()}:
             raise StageError(f"{take.id} is already in the mix (version {take.accepted_in})")
+        if take.rejected:
+            raise StageError(f"{take.id} was rejected; generate a new take (or regenerate with its seed {take.seed})")
         stem, sr = load_audio(self.folder / take.file)
         if sr != self.state.sample_rate or stem.shape[0] != self.state.channels:
             raise AudioError(f"{take.file}: {sr} Hz, {stem.shape[0]} ch does not match the session")
@@ -248,16 +282,47 @@ class Session:
         index = len(self.state.mixes)
         rel = f"mixes/mix_{index:03d}.wav"
         save_audio(self.folder / rel, new, self.state.sample_rate)
-        version = MixVersion(index, rel, _now(), take=take.id, gain_db=gain_db, mix_gain=gain)
+        version = MixVersion(index, rel, _now(), take=take.id, gain_db=gain_db, mix_gain=gain, parent=self.state.current)
+        before = (self.state.current, take.accepted_in)
         self.state.mixes.append(version)
         self.state.current = index
         take.accepted_in = index
         try:
             self.save()
         except BaseException:
+            self.state.mixes.pop()
+            self.state.current, take.accepted_in = before
             (self.folder / rel).unlink(missing_ok=True)
             raise
         return version
+
+    def reject(self, take_id: str) -> SessionTake:
+        """Set take `take_id` aside (its files stay; `accept` refuses it from now on)."""
+        take = self.find_take(take_id)
+        if take.id in {t.id for t in self.accepted_takes()}:
+            raise StageError(f"{take.id} is in the current mix (version {take.accepted_in}); "
+                             "go back to an earlier mix version instead")
+        if not take.rejected:
+            take.rejected = True
+            try:
+                self.save()
+            except BaseException:
+                take.rejected = False
+                raise
+        return take
+
+    def use_version(self, version) -> MixVersion:
+        """Make mix version `version` (e.g. an earlier one) current: the next takes are generated
+        over it, and the next accepted take branches from it. Nothing is deleted."""
+        chosen = self.find_version(version)
+        before = self.state.current
+        self.state.current = chosen.index
+        try:
+            self.save()
+        except BaseException:
+            self.state.current = before
+            raise
+        return chosen
 
     def describe(self) -> str:
         """A human-readable summary (what `stage session show` prints)."""
@@ -266,13 +331,15 @@ class Session:
                  f"current mix: {self.current_mix.file} (version {s.current})", "mix versions:"]
         for m in s.mixes:
             what = f"+ {m.take} ({m.gain_db:+.1f} dB)" if m.take else f"start{(' from ' + m.source) if m.source else ''}"
+            if m.base is not None and m.base != m.index - 1:
+                what += f" over v{m.base}"
             if m.mix_gain < 1.0:
                 what += f", scaled {20 * np.log10(m.mix_gain):.1f} dB for headroom"
             lines.append(f"  v{m.index}  {m.file}  {what}")
         lines.append("takes:" if s.takes else "takes: none yet (stage session generate ...)")
         for t in s.takes:
             tempo = f"{format_bpm(t.bpm)} bpm ({t.context})" if t.bpm is not None else "mix context"
-            state = f"in mix v{t.accepted_in}" if t.accepted_in is not None else "not accepted"
+            state = "rejected" if t.rejected else f"in mix v{t.accepted_in}" if t.accepted_in is not None else "not accepted"
             prompt = f' "{t.prompt}"' if t.prompt else ""
             lines.append(f"  {t.id}  {t.stem:<8} seed {t.seed:<10} {tempo}, over v{t.over_mix}{prompt}  [{state}]  {t.file}")
         return "\n".join(lines)

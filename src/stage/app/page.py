@@ -1,0 +1,234 @@
+"""The studio's page (Gradio Blocks): plain components wired to the `Studio` job functions.
+
+Layout: a left column for the session (pick one from the sessions folder or create one from an
+upload, the mix versions, export) and the multitrack lanes on the right (the current mix, then
+each accepted stem: waveform with the beat grid, player). Below: the generate form (stem, model,
+prompt, tempo with beat tracking, takes, sampling) and the takes of the chosen stem (a table, a
+picker, the take's waveform, players alone and over the mix, accept / reject / regenerate).
+
+Handlers turn every StageError into a one-line gr.Error; the state of a session is re-read from
+its folder on every request, so the page holds nothing but the names it shows.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import TYPE_CHECKING
+
+from stage.app.form import BPM_MODES, MAX_TAKES
+from stage.errors import StageError
+
+if TYPE_CHECKING:  # the studio imports this page; the page only needs its type
+    from stage.app.studio import SessionView, Studio
+
+MAX_LANES = 8  # the song and up to 7 stems
+TAKE_COLUMNS = ["take", "stem", "seed", "tempo", "over mix", "status", "prompt"]
+
+
+def build_page(studio: Studio):
+    """The Gradio Blocks page for `studio` (not launched)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline studio
+    import gradio as gr
+
+    from stage.model.registry import STEMS, models_table
+
+    c = studio.config
+
+    def guard(fn):
+        """Run a handler; a user mistake (StageError) becomes a one-line message on the page.
+        functools.wraps keeps the handler's signature, where Gradio finds its gr.Progress."""
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except StageError as err:
+                raise gr.Error(str(err)) from None
+        return run
+
+    # delete_cache: Gradio copies every returned file into its cache; drop copies older than a day.
+    with gr.Blocks(title="stage studio", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
+        gr.Markdown(f"## stage studio\nBuild a song stem by stem: upload a mix, generate takes of a stem that fits it, "
+                    f"accept the best one into the mix, then the next stem. Sessions live in `{studio.workspace.root}` "
+                    f"(the same folders as `stage session`). Uploads up to {c.max_upload_mb:g} MB, {c.max_seconds:g} s.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                session = gr.Dropdown(studio.workspace.names(), value=None, label="session", elem_id="session")
+                with gr.Accordion("new session from an upload", open=True):
+                    upload = gr.Audio(label="mix", type="filepath", sources=["upload"], elem_id="mix-upload")
+                    new_name = gr.Textbox(label="name (default: from the file name)", elem_id="session-name")
+                    create = gr.Button("Create session", variant="primary", elem_id="create")
+                status = gr.Markdown(elem_id="status")
+                version = gr.Dropdown([], label="mix versions", elem_id="version")
+                use = gr.Button("Go to this mix version", elem_id="use-version")
+                export = gr.Button("Export stems + mix (zip)", elem_id="export")
+                export_file = gr.File(label="export", interactive=False, height=90, elem_id="export-file")
+            with gr.Column(scale=3):
+                lanes = []
+                for i in range(MAX_LANES):
+                    with gr.Column(visible=False, elem_id=f"lane-{i}") as col:
+                        title = gr.Markdown()
+                        image = gr.Image(type="filepath", interactive=False, show_label=False, format="png",
+                                         elem_id=f"lane-{i}-wave")
+                        audio = gr.Audio(type="filepath", interactive=False, show_label=False, elem_id=f"lane-{i}-audio")
+                    lanes.append((col, title, image, audio))
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                stem = gr.Dropdown(list(STEMS), value=STEMS[0], label="stem", elem_id="stem")
+                choices = studio.model_choices()
+                model = gr.Dropdown(choices, value=choices[0], label="model", elem_id="model")
+                prompt = gr.Textbox(label="prompt", placeholder="Genres: Rock, Punk. Moods: energetic.", elem_id="prompt")
+                bpm_mode = gr.Radio(list(BPM_MODES), value=list(BPM_MODES)[2], label="tempo", elem_id="bpm-mode")
+                with gr.Row():
+                    bpm = gr.Number(120, label="BPM", minimum=20, maximum=400, elem_id="bpm")
+                    beats_per_bar = gr.Number(4, label="beats per bar", precision=0, minimum=1, maximum=16, elem_id="meter")
+                    offset = gr.Number(0.0, label="first downbeat (s)", elem_id="offset")
+                with gr.Row():
+                    track = gr.Button("Track beats", size="sm", elem_id="track")
+                    show_grid = gr.Button("Show this grid", size="sm", elem_id="show-grid")
+                tempo_info = gr.Markdown(elem_id="tempo")
+                takes = gr.Slider(1, MAX_TAKES, value=2, step=1, label="takes", elem_id="takes")
+                with gr.Accordion("sampling", open=False):
+                    cfg = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance (cfg)", elem_id="cfg")
+                    temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="temperature")
+                    top_k = gr.Slider(0, 2048, value=250, step=1, label="top-k (0 = all)")
+                    top_p = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="top-p (0 = off)")
+                    seed = gr.Number(-1, label="seed (-1 = random)", precision=0, elem_id="seed")
+                generate = gr.Button("Generate takes", variant="primary", elem_id="generate")
+            with gr.Column(scale=3):
+                table = gr.Dataframe(headers=TAKE_COLUMNS, value=None, interactive=False, label="takes of this stem",
+                                     elem_id="takes-table")
+                take = gr.Radio([], label="take", elem_id="take")
+                take_title = gr.Markdown(elem_id="take-title")
+                take_image = gr.Image(type="filepath", interactive=False, show_label=False, format="png",
+                                      elem_id="take-wave")
+                with gr.Row():
+                    take_alone = gr.Audio(label="take alone", type="filepath", interactive=False, elem_id="take-alone")
+                    take_mix = gr.Audio(label="take over the mix", type="filepath", interactive=False, elem_id="take-mix")
+                gain = gr.Slider(-24.0, 12.0, value=0.0, step=0.5, label="gain when accepted (dB)", elem_id="gain")
+                with gr.Row():
+                    accept = gr.Button("Accept into the mix", variant="primary", elem_id="accept")
+                    reject = gr.Button("Reject", elem_id="reject")
+                    same = gr.Button("Regenerate (same seed)", elem_id="regenerate-same")
+                    fresh = gr.Button("Regenerate (new seed)", elem_id="regenerate-new")
+        with gr.Accordion("models: where to get the weights", open=False):
+            gr.Markdown(models_table() + "\n\nThe STAGE-mini models come with stage and work offline. Put downloaded "
+                        "files in `./checkpoints/`, `~/.cache/stage/models/` or a folder named by `$STAGE_MODELS`, "
+                        "then start `stage studio --model NAME` (or a path).")
+
+        view_outputs = [status, version, *[x for lane in lanes for x in lane], table, take, take_title, take_image,
+                        take_alone, take_mix]
+        form = [prompt, bpm_mode, bpm, beats_per_bar, offset, takes, cfg, temperature, top_k, top_p, seed]
+
+        def show(view: SessionView | None) -> list:
+            if view is None:
+                return (["", gr.Dropdown(choices=[], value=None)] + [gr.Column(visible=False), "", None, None] * MAX_LANES
+                        + [None, gr.Radio(choices=[], value=None), "", None, None, None])
+            out = [view.summary + ("" if len(view.lanes) <= MAX_LANES else f" (showing {MAX_LANES} lanes)"),
+                   gr.Dropdown(choices=view.versions, value=view.current)]
+            for i in range(MAX_LANES):
+                if i < len(view.lanes):
+                    lane = view.lanes[i]
+                    out += [gr.Column(visible=True), f"**{lane.title}**", str(lane.image), str(lane.audio)]
+                else:
+                    out += [gr.Column(visible=False), "", None, None]
+            t = view.take_lane
+            out += [view.rows or None, gr.Radio(choices=view.take_ids, value=view.selected),
+                    f"**{t.title}**" if t else "no takes of this stem yet", str(t.image) if t else None,
+                    str(t.audio) if t else None, str(view.take_mix) if view.take_mix else None]
+            return out
+
+        def refresh(name, stem_v, selected=None) -> list:
+            return show(studio.view(name, stem_v, selected) if name else None)
+
+        def form_values(values) -> dict:
+            names = ["prompt", "bpm_mode", "bpm", "beats_per_bar", "offset", "takes", "cfg", "temperature", "top_k",
+                     "top_p", "seed"]
+            return dict(zip(names, values))
+
+        @guard
+        def on_create(upload_v, name_v, stem_v):
+            name = studio.new_session(upload_v, name_v)
+            return [gr.Dropdown(choices=studio.workspace.names(), value=name), *refresh(name, stem_v)]
+
+        @guard
+        def on_open(name, stem_v):
+            return refresh(name, stem_v)
+
+        @guard
+        def on_pick(name, stem_v, take_v):
+            return refresh(name, stem_v, take_v)
+
+        @guard
+        def on_generate(name, stem_v, model_v, *values, progress=gr.Progress()):
+            result = studio.generate(name, stem_v, model_v, lambda f, desc="": progress(f, desc=desc), **form_values(values))
+            return refresh(name, stem_v, result.takes[-1].id)
+
+        def regenerate(same_seed: bool):
+            @guard
+            def on_regenerate(name, stem_v, take_v, model_v, *values, progress=gr.Progress()):
+                if not take_v:
+                    raise StageError("pick a take to regenerate")
+                result = studio.regenerate(name, take_v, same_seed, model_v, lambda f, desc="": progress(f, desc=desc),
+                                           **form_values(values))
+                return refresh(name, stem_v, result.takes[-1].id)
+            return on_regenerate
+
+        @guard
+        def on_accept(name, stem_v, take_v, gain_v):
+            if not take_v:
+                raise StageError("pick a take to accept")
+            studio.accept(name, take_v, gain_v)
+            return refresh(name, stem_v, take_v)
+
+        @guard
+        def on_reject(name, stem_v, take_v):
+            if not take_v:
+                raise StageError("pick a take to reject")
+            studio.reject(name, take_v)
+            return refresh(name, stem_v)
+
+        @guard
+        def on_use(name, stem_v, version_v):
+            if not version_v:
+                raise StageError("pick a mix version")
+            studio.use_version(name, version_v)
+            return refresh(name, stem_v)
+
+        @guard
+        def on_track(name, stem_v):
+            tempo = studio.track(name)
+            return [round(tempo.bpm, 2), tempo.beats_per_bar, round(tempo.offset, 3),
+                    f"tracked: {tempo.describe()}. Correct the numbers and choose 'number' to generate on your grid.",
+                    *refresh(name, stem_v)]
+
+        @guard
+        def on_show_grid(name, bpm_v, meter_v, offset_v, stem_v):
+            tempo = studio.set_tempo(name, bpm_v, meter_v, offset_v)
+            return [f"grid: {tempo.describe()}", *refresh(name, stem_v)]
+
+        @guard
+        def on_export(name):
+            return str(studio.export(name))
+
+        # Generation holds the model: the queue's default limit (--concurrency). Session edits and
+        # views are quick and share a wider limit, so they never wait behind a long generation.
+        heavy = dict(concurrency_limit="default")
+        light = dict(concurrency_limit=max(4, c.concurrency), concurrency_id="session")
+        create.click(on_create, [upload, new_name, stem], [session, *view_outputs], **light)
+        session.input(on_open, [session, stem], view_outputs, **light)
+        stem.input(on_open, [session, stem], view_outputs, **light)
+        take.input(on_pick, [session, stem, take], view_outputs, **light)
+        generate.click(on_generate, [session, stem, model, *form], view_outputs, **heavy)
+        same.click(regenerate(True), [session, stem, take, model, *form], view_outputs, **heavy)
+        fresh.click(regenerate(False), [session, stem, take, model, *form], view_outputs, **heavy)
+        accept.click(on_accept, [session, stem, take, gain], view_outputs, **light)
+        reject.click(on_reject, [session, stem, take], view_outputs, **light)
+        use.click(on_use, [session, stem, version], view_outputs, **light)
+        track.click(on_track, [session, stem], [bpm, beats_per_bar, offset, tempo_info, *view_outputs], **heavy)
+        show_grid.click(on_show_grid, [session, bpm, beats_per_bar, offset, stem], [tempo_info, *view_outputs], **light)
+        export.click(on_export, [session], [export_file], **light)
+        # Each visit lists the sessions there are now (made here, by another visitor or by the CLI).
+        demo.load(lambda: gr.Dropdown(choices=studio.workspace.names()), None, [session], **light)
+    demo.queue(default_concurrency_limit=c.concurrency, max_size=c.queue_size)
+    return demo
