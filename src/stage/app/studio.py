@@ -45,8 +45,8 @@ class StudioConfig:
     sessions: str = "stage-sessions"
     host: str = "127.0.0.1"
     port: int = 7860
-    max_upload_mb: float = 50.0
-    max_seconds: float = 60.0
+    max_upload_mb: float = 200.0  # a 10-minute 44.1 kHz stereo 16-bit WAV is ~106 MB
+    max_seconds: float = 600.0  # whole songs of up to 10 minutes, through the long-form windows
     concurrency: int = 1
     queue_size: int = 64
     device: str = "auto"
