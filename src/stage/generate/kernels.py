@@ -1,13 +1,13 @@
 """CPU kernels for the decode step's few-row fp32 products, as an LM transform.
 
-`cpu_kernels(lm)` returns an LM that computes exactly what `lm` computes, with the same weight
-tensors (no copy), whose decoder and head linears choose a CPU kernel by the number of rows
-(benchmarks/README.md, "What makes it fast"):
+`cpu_kernels(lm)` returns an LM that computes the same function as `lm` with the same weight
+tensors (no copy; only the kernels' rounding differs), whose decoder and head linears choose a
+CPU kernel by the number of rows x @ W.T has (benchmarks/README.md, "What makes it fast"):
 - F.linear (x @ W.T) is 2-3x slower for 2-3 rows than for 1 (ENVIRONMENT.md), while
   torch.mm(W, x.T) runs them at the 1-row, memory-bound speed: used up to `MM_ROWS` rows;
 - from 4 rows on (V >= 2 with CFG), in single-step calls (decode), oneDNN with the weights packed
   once is fastest, at the cost of a second copy of the weights, made on first use (`pack`);
-- everything else (prefill, training shapes) is plain F.linear.
+- larger products (most of a prefill) are plain F.linear.
 The blocks' maths stays `Block.forward` (model/lm.py); only the linear kernels differ. Models on
 other devices or in other dtypes are returned unchanged; in an int8 model (generate/quantize.py)
 only the fp32 heads change (the quantised linears keep their own kernels).
