@@ -132,8 +132,8 @@ class Generator:
         # One static K/V pair per layer, allocated once and reused by every call (gpt-fast).
         self.cache = KVCache(c.num_layers, self.capacity, c.num_heads, self.max_steps, c.head_dim, self.device, self.dtype)
         self._key_steps = torch.arange(self.max_steps, device=self.device)
-        self._compiled = None
-        self._graph = None
+        self._compiled: Callable[..., Tensor] | None = None
+        self._graph: torch.cuda.CUDAGraph | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -258,7 +258,7 @@ class Generator:
     def _prefill(self, st: _State) -> Tensor:
         """Run the prefix once per branch (shared part on one row, divergent part on V rows) and
         return the logits that predict step `start`: [R, K, card] float32."""
-        out = []
+        out: list[Tensor] = []
         for b, br in enumerate(st.branches):
             cross = st.cross if b == 0 else None
             rep = br.rows.start
@@ -271,6 +271,8 @@ class Generator:
             if br.split < st.start:  # divergent steps (e.g. per-variation prompts): all V rows
                 x = self._prefix_run(st, br.rows, br.lo, br.split, st.start, br.holes, cross)
                 logits = self._logits(x)
+            if logits is None:  # unreachable: one of the two runs ends at `start`
+                raise RuntimeError("prefill produced no logits")
             out.append(logits)
         return torch.cat(out)  # [R, K, card]
 
@@ -345,9 +347,8 @@ class Generator:
                 self._compiled = torch.compile(self._decode_static, mode=mode, fullgraph=True, dynamic=False)
             return self._compiled(*args).clone()  # the next replay may reuse the output memory
         if self.cuda_graphs:
-            if self._graph is None:
-                self._capture(args)
-            self._graph.replay()
+            graph = self._graph if self._graph is not None else self._capture(args)
+            graph.replay()
             return self._graph_out
         return self._decode_static(*args)
 
@@ -380,14 +381,14 @@ class Generator:
                 for t in [inp.tokens, inp.positions, inp.index, inp.valid, *self.cache.tensors(), *inp.tensors()]:
                     torch._dynamo.mark_static_address(t)
         inp.valid.copy_(st.valid)
-        if cross is not None:
+        if cross is not None and inp.cross is not None:  # (the key makes them present together)
             for (dk, dv), (k, v) in zip(inp.cross.kv, cross.kv):
                 dk.copy_(k)
                 dv.copy_(v)
-            if cross.mask is not None:
+            if cross.mask is not None and inp.cross.mask is not None:
                 inp.cross.mask.copy_(cross.mask)
 
-    def _capture(self, args) -> None:
+    def _capture(self, args) -> torch.cuda.CUDAGraph:
         """Capture the static step as a CUDA graph (warm-up on a side stream first). The warm-up
         computes the current step for real; its cache writes are idempotent."""
         side = torch.cuda.Stream()
@@ -400,6 +401,7 @@ class Generator:
         with torch.cuda.graph(graph):
             self._graph_out = self._decode_static(*args)
         self._graph = graph
+        return graph
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

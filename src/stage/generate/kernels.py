@@ -73,14 +73,15 @@ def cpu_kernels(lm: StageLM, pack: bool = True) -> StageLM:
     shared = {id(t): t for t in itertools.chain(lm.parameters(), lm.buffers())}
     out = copy.deepcopy(lm, shared)  # new modules, the same parameter and buffer tensors
 
-    def wrap(module: nn.Module) -> nn.Module:
-        plain = type(module) is nn.Linear and module.bias is None  # not a quantised linear
-        return FewRowLinear(module, pack) if plain else module
+    def wrap(parent: nn.Module, *names: str) -> None:
+        for name in names:
+            module = getattr(parent, name)
+            if type(module) is nn.Linear and module.bias is None:  # not a quantised linear
+                setattr(parent, name, FewRowLinear(module, pack))
 
-    for blk in out.blocks:
-        blk.self_attn.qkv, blk.self_attn.out = wrap(blk.self_attn.qkv), wrap(blk.self_attn.out)
-        blk.cross_attn.q, blk.cross_attn.out = wrap(blk.cross_attn.q), wrap(blk.cross_attn.out)
-        blk.ff_in, blk.ff_out = wrap(blk.ff_in), wrap(blk.ff_out)
-    for k in range(len(out.heads)):
-        out.heads[k] = wrap(out.heads[k])
+    for blk in out.layers():
+        wrap(blk.self_attn, "qkv", "out")
+        wrap(blk.cross_attn, "q", "out")
+        wrap(blk, "ff_in", "ff_out")
+    wrap(out.heads, *(str(k) for k in range(len(out.heads))))
     return out.eval()

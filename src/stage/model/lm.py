@@ -22,6 +22,7 @@ keys go and which key range each group of rows attends to (prefill, eager and st
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -217,7 +218,7 @@ class StageLM(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         if self.config.embedding_std is not None:  # a from-scratch model: tokens as loud as positions
-            for table in self.emb:
+            for table in self.tables():
                 nn.init.normal_(table.weight, std=self.config.embedding_std)
         if self.config.align_offset is not None:
             self.init_alignment_heads(self.config.align_offset)
@@ -237,7 +238,7 @@ class StageLM(nn.Module):
         pairs = min(pairs or Dh // 2, half)
         freqs = sinusoid_frequencies(half, dtype=torch.float64)[:pairs]
         c, s = torch.cos(offset * freqs), torch.sin(offset * freqs)
-        for block in list(self.blocks)[:layers]:
+        for block in self.layers()[:layers]:
             W = block.self_attn.qkv.weight  # [3D, D]: q rows, k rows, v rows; head 0 = the first Dh
             q, k = torch.zeros(Dh, D, dtype=torch.float64), torch.zeros(Dh, D, dtype=torch.float64)
             for f in range(pairs):
@@ -250,13 +251,21 @@ class StageLM(nn.Module):
     @torch.no_grad()
     def init_special_rows(self, context: bool = True) -> None:
         """Kaiming-normal context rows (when `context`) and, in the STAGE layout, zero pad rows."""
-        for table in self.emb:
+        for table in self.tables():
             if context:
                 row = torch.empty(1, self.config.dim, device=table.weight.device)
                 nn.init.kaiming_normal_(row)  # fan_in = dim (audiocraft/torch convention for [1, D])
                 table.weight[self.config.context_id] = row[0].to(table.weight.dtype)
             if self.config.layout == "stage":
                 table.weight[self.config.pad_id] = 0.0
+
+    def tables(self) -> list[nn.Embedding]:
+        """The K embedding tables, typed (to a type checker a ModuleList holds plain Modules)."""
+        return cast("list[nn.Embedding]", list(self.emb))
+
+    def layers(self) -> list[Block]:
+        """The decoder blocks, typed like `tables`."""
+        return cast("list[Block]", list(self.blocks))
 
     def embed(self, codes: Tensor, positions: Tensor) -> Tensor:
         """codes: [B, K, S] ids; positions: [B, S] -> [B, S, D] token sum + sinusoid."""
@@ -267,7 +276,7 @@ class StageLM(nn.Module):
         """Per-layer cross-attention keys/values and the cross mask for a text condition."""
         like = self.norm.weight
         states, mask = cross_inputs(cond, batch, self.config.dim, like)
-        return [blk.cross_attn.project_kv(states) for blk in self.blocks], mask
+        return [blk.cross_attn.project_kv(states) for blk in self.layers()], mask
 
     def logits(self, x: Tensor) -> Tensor:
         """Final norm and K heads: [B, S, D] -> [B, K, S, codebook_size]."""
