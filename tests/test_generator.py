@@ -218,6 +218,69 @@ def test_high_level_engines_agree(tiny_model):
     np.testing.assert_array_equal(cached.stems, ref.stems)
 
 
+# ----------------------------------------------------------------------------- one decoder forward
+
+
+def test_every_path_runs_the_one_block_forward(tiny_model, monkeypatch):
+    """Prefill, the eager and the static decode step and the reference generator all run
+    `Block.forward` (model/lm.py): perturbing it changes each of them, one call per layer and
+    step, and restoring it restores every output exactly."""
+    from stage.model.lm import Block
+
+    lm, V, frames, Tc = tiny_model.lm, 2, 20, 12
+    text, context, params = tiny_model.text(["rock"]), _codes((1, K, Tc), 0), GenerationParams(seed=0)
+    original = Block.forward
+    delta = torch.randn(lm.config.dim, generator=torch.Generator().manual_seed(0)) * 0.1
+    calls = []
+
+    def perturbed(self, x, *args, **kwargs):
+        calls.append(tuple(x.shape))
+        return original(self, x, *args, **kwargs) + delta  # a shift, not a scale: LayerNorm keeps it
+
+    def steps(gen, patch_prefill, patch_decode):
+        """(prefill logits, first decode step's logits) of a fresh generation state."""
+        st = gen._setup(text, frames, params, context, None, V)
+        with monkeypatch.context() as m:
+            if patch_prefill:
+                m.setattr(Block, "forward", perturbed)
+            prefill = gen._prefill(st)
+        slot = st.codes[:, :, st.start]
+        st.codes[:, :, st.start] = torch.where(slot == UNSET_ID, 0, slot)  # a token to feed
+        calls.clear()
+        with monkeypatch.context() as m:
+            if patch_decode:
+                m.setattr(Block, "forward", perturbed)
+            decode = gen._decode(st, st.start)
+        return prefill, decode
+
+    def codes(gen):
+        ref = reference_generate(lm, text.repeat(V), frames, params, context=context.expand(V, -1, -1),
+                                 generators=make_generators([0, 1]))
+        out = gen.generate(text, frames, params, context=context, variations=V, generators=make_generators([0, 1]))
+        return ref, out.codes
+
+    for static in (False, True):
+        gen = Generator(lm, steps_needed(lm.config, frames, Tc), batch=V, static=static)
+        base = steps(gen, False, False)
+        prefill, decode = steps(gen, True, False)
+        assert not torch.equal(prefill, base[0]) and not torch.equal(decode, base[1])  # via the cached keys
+        prefill, decode = steps(gen, False, True)
+        assert torch.equal(prefill, base[0]) and not torch.equal(decode, base[1])
+        assert calls == [(2 * V, 1, lm.config.dim)] * lm.config.num_layers  # one call per layer, all rows
+        restored = steps(gen, False, False)
+        assert torch.equal(restored[0], base[0]) and torch.equal(restored[1], base[1])
+
+        ref, ours = codes(gen)
+        assert torch.equal(ours, ref)
+        with monkeypatch.context() as m:
+            m.setattr(Block, "forward", perturbed)
+            ref_p, ours_p = codes(gen)
+        assert not torch.equal(ref_p, ref) and not torch.equal(ours_p, ours)
+        assert torch.equal(ours_p, ref_p)  # the same perturbed maths on both sides
+        ref_r, ours_r = codes(gen)
+        assert torch.equal(ref_r, ref) and torch.equal(ours_r, ours)
+
+
 # ----------------------------------------------------------------------------- precision
 
 

@@ -23,13 +23,16 @@ the whole prefix at every step), token for token in fp32, but computes every ste
    The loop has no host syncs: no `.item()`, no branching on tensor values; sampling draws from
    per-variation generators (seed + v) and never uses `torch.multinomial`.
 
-Two decode paths share the same maths:
+Prefill and both decode paths run the LM's own blocks (`StageLM.hidden` -> `Block.forward`,
+model/lm.py) over one static `KVCache` (model/kv_cache.py); what differs is the `CacheView` they
+pass, i.e. where the new keys go and which keys each branch reads:
 - eager (default): each branch attends over its own valid key range [first attended step,
   current step] of the cache; on a CPU this reads the fewest keys (the memory-bound case);
 - static (`compile=True` or `cuda_graphs=True`): fixed shapes, one attention over the whole cache
   with a per-row key-validity mask, the new keys written with `index_copy_` at a step index held
   in a device tensor, so the step compiles with `torch.compile` and is captured once as a CUDA
   graph and replayed (sampling stays outside the graph: it is a few small kernels).
+On a CPU in fp32 the LM first goes through `kernels.cpu_kernels` (few-row linear kernels).
 """
 
 from __future__ import annotations
@@ -39,14 +42,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from stage.errors import StageError
+from stage.generate.kernels import cpu_kernels
 from stage.generate.params import GenerationParams
 from stage.generate.quantize import DTYPES, prepare_lm
 from stage.generate.sampling import combine_guidance, sample_next
 from stage.model.config import LMConfig
+from stage.model.kv_cache import CacheView, KeyRange, KVCache
 from stage.model.lm import StageLM
 from stage.text import TextCondition
 from stage.tokens import UNSET_ID
@@ -72,16 +76,6 @@ class GeneratorOutput:
     steps: int
 
 
-@dataclass(frozen=True)
-class _Group:
-    """Rows attending over the same key range: rows (of the batch being run), lo (first key
-    step), mask ([n, 1, q, keys] bool or None when every key in range is valid)."""
-
-    rows: slice
-    lo: int
-    mask: Tensor | None
-
-
 class Generator:
     """Stateful cached generator for one `StageLM` (see the module docstring).
 
@@ -97,7 +91,7 @@ class Generator:
       compile / cuda_graphs); the tests use it to check the static maths on a CPU.
     pack_weights: on a CPU in fp32, decode 4+ rows (2+ variations with CFG) through oneDNN with
       the decoder weights packed once (about 2x faster per step, one extra copy of the weights,
-      made on first use). False keeps F.linear and no copy.
+      made on first use; generate/kernels.py). False keeps F.linear and no copy.
     """
 
     def __init__(
@@ -119,7 +113,10 @@ class Generator:
             raise StageError("the model is in training mode; call model.eval() before generating")
         if max_steps < 2 or batch < 1 or branches not in (1, 2, 3):
             raise ValueError(f"bad Generator sizes: max_steps={max_steps}, batch={batch}, branches={branches}")
-        self.lm = prepare_lm(lm, precision)
+        self.source = lm  # the caller's model: generate() refuses it once it is put in training mode
+        # CPU kernels for the few-row fp32 products (generate/kernels.py); oneDNN's packed weights
+        # do not trace, so a compiled step keeps the others.
+        self.lm = cpu_kernels(prepare_lm(lm, precision), pack=pack_weights and not compile)
         self.config = lm.config
         self.precision = precision
         self.device = lm.norm.weight.device
@@ -132,23 +129,11 @@ class Generator:
         self.cuda_graphs = cuda_graphs
         self.static = bool(compile or cuda_graphs) if static is None else bool(static or compile or cuda_graphs)
         c = self.config
-        shape = (self.capacity, c.num_heads, self.max_steps, c.head_dim)
         # One static K/V pair per layer, allocated once and reused by every call (gpt-fast).
-        self.k = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(c.num_layers)]
-        self.v = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(c.num_layers)]
+        self.cache = KVCache(c.num_layers, self.capacity, c.num_heads, self.max_steps, c.head_dim, self.device, self.dtype)
         self._key_steps = torch.arange(self.max_steps, device=self.device)
-        # CPU kernels for the decode step's few-row fp32 products (benchmarks/README.md):
-        # F.linear (x @ W.T) is 2-3x slower for 2-3 rows than for 1 (ENVIRONMENT.md), while
-        # torch.mm(W, x.T) runs them at the 1-row, memory-bound speed; from 4 rows on (V >= 2
-        # with CFG) oneDNN with weights packed once is fastest, at the cost of a second copy of
-        # the decoder weights (`pack_weights`).
-        fp32_cpu = self.device.type == "cpu" and self.dtype == torch.float32
-        self._mm_rows = 3 if fp32_cpu else 0
-        packable = fp32_cpu and pack_weights and not compile and torch.backends.mkldnn.is_available()
-        self._pack_rows = 64 if packable else 0  # (oneDNN's opaque tensors do not trace)
-        self._packed: dict[torch.nn.Module, Tensor] = {}
-        self._compiled = None
-        self._graph = None
+        self._compiled: Callable[..., Tensor] | None = None
+        self._graph: torch.cuda.CUDAGraph | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -171,7 +156,7 @@ class Generator:
         to continue (P <= num_frames; one row per variation in long-form) or None.
         generators: one per variation (variation v seeded with seed + v), or None (global RNG).
         """
-        if self.lm.training:
+        if self.source.training or self.lm.training:
             raise StageError("the model is in training mode; call model.eval() before generating")
         t0 = time.perf_counter()
         V = int(variations)
@@ -273,21 +258,21 @@ class Generator:
     def _prefill(self, st: _State) -> Tensor:
         """Run the prefix once per branch (shared part on one row, divergent part on V rows) and
         return the logits that predict step `start`: [R, K, card] float32."""
-        out = []
+        out: list[Tensor] = []
         for b, br in enumerate(st.branches):
             cross = st.cross if b == 0 else None
             rep = br.rows.start
             logits = None
             if br.split > br.lo:  # shared: one row, then copy its keys/values to the branch
                 x = self._prefix_run(st, slice(rep, rep + 1), br.lo, br.lo, br.split, br.holes, cross)
-                for k, v in zip(self.k, self.v):
-                    k[rep + 1 : br.rows.stop, :, br.lo : br.split] = k[rep, :, br.lo : br.split]
-                    v[rep + 1 : br.rows.stop, :, br.lo : br.split] = v[rep, :, br.lo : br.split]
+                self.cache.copy_row(rep, slice(rep + 1, br.rows.stop), br.lo, br.split)
                 if br.split == st.start:
                     logits = self._logits(x).expand(st.variations, -1, -1)
             if br.split < st.start:  # divergent steps (e.g. per-variation prompts): all V rows
                 x = self._prefix_run(st, br.rows, br.lo, br.split, st.start, br.holes, cross)
                 logits = self._logits(x)
+            if logits is None:  # unreachable: one of the two runs ends at `start`
+                raise RuntimeError("prefill produced no logits")
             out.append(logits)
         return torch.cat(out)  # [R, K, card]
 
@@ -300,13 +285,10 @@ class Generator:
         if holes:  # key validity, and every query sees itself (as `causal_mask`: never an empty row)
             mask = (mask[None] & st.attended[rows, lo:q_hi][:, None, :]) | (keys[None, :] == steps[:, None])[None]
             mask = mask[:, None]  # [n, 1, q, k]
-        x = self.lm.embed(st.codes[rows, :, q_lo:q_hi], st.positions[rows, q_lo:q_hi])  # [n, q, D]
-        n = x.shape[0]
-        cross_rows = None
-        if cross is not None:
-            cross = cross.narrow(n)
-            cross_rows = slice(0, n)
-        x = self._layers(x, rows, q_lo, q_hi, [_Group(slice(0, n), lo, mask)], cross, cross_rows)
+        n = rows.stop - rows.start
+        cross = None if cross is None else cross.narrow(n)
+        view = CacheView(rows, q_lo, (KeyRange(slice(0, n), lo, q_hi, mask),))
+        x = self._hidden(st.codes[rows, :, q_lo:q_hi], st.positions[rows, q_lo:q_hi], cross, view)  # [n, q, D]
         return x[:, -1:]
 
     # ------------------------------------------------------------------ decode
@@ -316,80 +298,25 @@ class Generator:
         if self.static:
             return self._decode_static_call(st, s)
         R = st.codes.shape[0]
-        groups = []
+        ranges = []
         for br in st.branches:
             mask = None
             if br.holes:
                 mask = st.attended[br.rows, br.lo : s + 1][:, None, None, :]  # [V, 1, 1, keys]
-            groups.append(_Group(br.rows, br.lo, mask))
-        x = self.lm.embed(st.codes[:, :, s : s + 1], st.positions[:, s : s + 1])  # [R, 1, D]
-        x = self._layers(x, slice(0, R), s, s + 1, groups, st.cross, st.cross.rows if st.cross else None)
+            ranges.append(KeyRange(br.rows, br.lo, s + 1, mask))
+        view = CacheView(slice(0, R), s, tuple(ranges))
+        x = self._hidden(st.codes[:, :, s : s + 1], st.positions[:, s : s + 1], st.cross, view)  # [R, 1, D]
         return self._logits(x)
 
-    def _layers(self, x: Tensor, rows: slice, q_lo: int, key_hi: int, groups: list[_Group], cross, cross_rows) -> Tensor:
-        """The decoder blocks over cache rows `rows` (x: [n, q, D], steps q_lo..q_lo+q-1). Each
-        group of rows attends over keys [group.lo, key_hi). Same maths as `Block.forward`."""
-        n, q, D = x.shape
-        H, Dh = self.config.num_heads, self.config.head_dim
-        r0 = rows.start
-        for i, blk in enumerate(self.lm.blocks):
-            kc, vc = self.k[i], self.v[i]
-            qkv = self._linear(blk.self_attn.qkv, blk.self_norm(x))
-            qs, k, v = qkv.reshape(n, q, 3, H, Dh).permute(2, 0, 3, 1, 4)  # [n, H, q, Dh]
-            kc[rows, :, q_lo : q_lo + q] = k
-            vc[rows, :, q_lo : q_lo + q] = v
-            ys = []
-            for g in groups:
-                cr = slice(r0 + g.rows.start, r0 + g.rows.stop)
-                ys.append(F.scaled_dot_product_attention(
-                    qs[g.rows], kc[cr, :, g.lo : key_hi], vc[cr, :, g.lo : key_hi], attn_mask=g.mask
-                ))
-            y = ys[0] if len(ys) == 1 else torch.cat(ys)  # [n, H, q, Dh]
-            x = x + self._linear(blk.self_attn.out, y.transpose(1, 2).reshape(n, q, D))
-            if cross is not None:
-                x = self._cross(blk, i, x, cross, cross_rows)
-            x = self._ff(blk, x)
-        return x
-
-    def _linear(self, module, x: Tensor) -> Tensor:
-        """module(x) for x [n, q, D_in]; a few-row fp32 product on a CPU runs as
-        torch.mm(W, x.T) (see `_mm_rows`). Quantised or half modules are simply called."""
-        n, q, d = x.shape
-        rows = n * q
-        limit = self._mm_rows if q > 1 else max(self._mm_rows, self._pack_rows)  # packing: decode only
-        if rows > limit or type(module) is not torch.nn.Linear or module.bias is not None:
-            return module(x)
-        x2 = x.reshape(rows, d).contiguous()
-        if rows <= self._mm_rows:
-            # x2 row-major so that x2.T is column-major: with a row-major right operand MKL's
-            # few-column product is ~3x slower (measured, benchmarks/README.md).
-            # .contiguous(): a strided result would push attention off its fused CPU kernel.
-            return torch.mm(module.weight, x2.t()).t().contiguous().reshape(n, q, -1)
-        packed = self._packed.get(module)
-        if packed is None:
-            packed = self._packed[module] = module.weight.detach().to_mkldnn()
-        return torch._C._nn.mkldnn_linear(x2.to_mkldnn(), packed, None).to_dense().reshape(n, q, -1)
-
-    def _cross(self, blk, i: int, x: Tensor, cross: _Cross, rows: slice) -> Tensor:
-        """Cross-attention for the text rows only; the other rows' output is exactly zero (§2.3).
-        Same maths as `CrossAttention.forward`."""
-        k, v = cross.kv[i]
-        whole = rows.start == 0 and rows.stop == x.shape[0]
-        xt = x if whole else x[rows]
-        n, q, D = xt.shape
-        att = blk.cross_attn
-        qs = self._linear(att.q, blk.cross_norm(xt)).reshape(n, q, att.heads, D // att.heads).transpose(1, 2)
-        y = F.scaled_dot_product_attention(qs, k, v, attn_mask=cross.mask)  # [n, H, q, Dh]
-        xt = xt + self._linear(att.out, y.transpose(1, 2).reshape(n, q, D))
-        return xt if whole else torch.cat([xt, x[rows.stop :]])
-
-    def _ff(self, blk, x: Tensor) -> Tensor:
-        return x + self._linear(blk.ff_out, F.gelu(self._linear(blk.ff_in, blk.ff_norm(x))))
+    def _hidden(self, codes: Tensor, positions: Tensor, cross: _Cross | None, view: CacheView) -> Tensor:
+        """The LM's blocks over the cache (`StageLM.hidden`); the text goes to the cross rows only
+        (the others' cross-attention output is exactly zero, §2.3)."""
+        kv, mask, rows = (None, None, None) if cross is None else (cross.kv, cross.mask, cross.rows)
+        return self.lm.hidden(codes, positions, None, kv, mask, rows, self.cache, view)
 
     def _logits(self, x: Tensor) -> Tensor:
         """Final norm and the K heads on the last step: [n, q, D] -> [n, K, card] float32."""
-        h = self.lm.norm(x[:, -1:])
-        return torch.stack([self._linear(head, h)[:, -1] for head in self.lm.heads], dim=1).float()
+        return self.lm.logits(x[:, -1:])[:, :, -1].float()
 
     # ------------------------------------------------------------------ static path
 
@@ -399,22 +326,9 @@ class Generator:
         valid & (key <= step); keys are written with index_copy_. No Python branching on values;
         the text keys/values are read from the persistent `_StaticInputs`."""
         R = tokens.shape[0]
-        H, Dh, D = self.config.num_heads, self.config.head_dim, self.config.dim
         mask = (valid & (self._key_steps <= index))[:, None, None, :]  # [R, 1, 1, max_steps]
-        x = self.lm.embed(tokens, positions)  # [R, 1, D]
-        cross = self._inputs.cross
-        for i, blk in enumerate(self.lm.blocks):
-            kc, vc = self.k[i][:R], self.v[i][:R]
-            qkv = self._linear(blk.self_attn.qkv, blk.self_norm(x))
-            qs, k, v = qkv.reshape(R, 1, 3, H, Dh).permute(2, 0, 3, 1, 4)  # [R, H, 1, Dh]
-            kc.index_copy_(2, index, k)
-            vc.index_copy_(2, index, v)
-            y = F.scaled_dot_product_attention(qs, kc, vc, attn_mask=mask)
-            x = x + self._linear(blk.self_attn.out, y.transpose(1, 2).reshape(R, 1, D))
-            if cross is not None:
-                x = self._cross(blk, i, x, cross, cross.rows)
-            x = self._ff(blk, x)
-        return self._logits(x)
+        view = CacheView(slice(0, R), index, (KeyRange(slice(0, R), 0, self.max_steps, mask),))
+        return self._logits(self._hidden(tokens, positions, self._inputs.cross, view))
 
     def _decode_static_call(self, st: _State, s: int) -> Tensor:
         """Copy step s's inputs into the persistent buffers and run the static step (compiled,
@@ -433,9 +347,8 @@ class Generator:
                 self._compiled = torch.compile(self._decode_static, mode=mode, fullgraph=True, dynamic=False)
             return self._compiled(*args).clone()  # the next replay may reuse the output memory
         if self.cuda_graphs:
-            if self._graph is None:
-                self._capture(args)
-            self._graph.replay()
+            graph = self._graph if self._graph is not None else self._capture(args)
+            graph.replay()
             return self._graph_out
         return self._decode_static(*args)
 
@@ -465,17 +378,17 @@ class Generator:
             self._inputs = inp
             self._graph = None  # new buffers: capture again
             if self.compile and self.cuda_graphs:  # cudagraph trees need fixed addresses
-                for t in [inp.tokens, inp.positions, inp.index, inp.valid, *self.k, *self.v, *inp.tensors()]:
+                for t in [inp.tokens, inp.positions, inp.index, inp.valid, *self.cache.tensors(), *inp.tensors()]:
                     torch._dynamo.mark_static_address(t)
         inp.valid.copy_(st.valid)
-        if cross is not None:
+        if cross is not None and inp.cross is not None:  # (the key makes them present together)
             for (dk, dv), (k, v) in zip(inp.cross.kv, cross.kv):
                 dk.copy_(k)
                 dv.copy_(v)
-            if cross.mask is not None:
+            if cross.mask is not None and inp.cross.mask is not None:
                 inp.cross.mask.copy_(cross.mask)
 
-    def _capture(self, args) -> None:
+    def _capture(self, args) -> torch.cuda.CUDAGraph:
         """Capture the static step as a CUDA graph (warm-up on a side stream first). The warm-up
         computes the current step for real; its cache writes are idempotent."""
         side = torch.cuda.Stream()
@@ -488,6 +401,7 @@ class Generator:
         with torch.cuda.graph(graph):
             self._graph_out = self._decode_static(*args)
         self._graph = graph
+        return graph
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

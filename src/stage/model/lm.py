@@ -13,19 +13,23 @@ STAGE additions (layout "stage"): the pad row is zero and receives no gradient (
 callers pass `attended` [B, S] to mask conditioning pads (a key-padding mask on top of the causal
 mask) and per-sample `positions` that restart at the first attended step (tokens/layout.py).
 
-`forward` is the training path (full sequence). The `Generator` uses `embed`, `cross_kv`,
-`blocks` and `logits` with a static `KVCache`; the maths is the same code.
+`Block.forward` is the only decoder maths. `forward` (training, the reference generator) runs
+it over whole sequences; the `Generator` (generate/generator.py) runs the same blocks through
+`hidden` with a static `KVCache` and a `CacheView` (model/kv_cache.py) that says where the new
+keys go and which key range each group of rows attends to (prefill, eager and static decode).
 """
 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stage.model.config import LMConfig
+from stage.model.kv_cache import CacheView, KVCache, write
 from stage.text import TextCondition
 
 
@@ -46,24 +50,6 @@ def sinusoid_frequencies(half: int, device=None, dtype=torch.float32) -> Tensor:
     return torch.exp(torch.arange(half, device=device, dtype=dtype) * -scale)
 
 
-class KVCache:
-    """A static key/value cache for one self-attention layer: k, v of shape [B, H, S_max, Dh].
-
-    Allocated once; `update` writes new steps at `index` ([S_new] step numbers) in place, so shapes
-    never change and the decode step can be compiled or graph-captured.
-    """
-
-    def __init__(self, batch: int, heads: int, max_steps: int, head_dim: int, device=None, dtype=torch.float32):
-        shape = (batch, heads, max_steps, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-
-    def update(self, index: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        self.k.index_copy_(2, index, k)
-        self.v.index_copy_(2, index, v)
-        return self.k, self.v
-
-
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention with a fused, bias-free q/k/v projection."""
 
@@ -74,16 +60,32 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, cache: KVCache | None = None, index: Tensor | None = None
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        cache: tuple[Tensor, Tensor] | None = None,
+        view: CacheView | None = None,
     ) -> Tensor:
-        """x: [B, S, D]. mask: [B, 1, S, S_k] bool (True = may attend) or None for plain causal.
-        With a cache, the new keys go to `index` and attention runs over the whole cache (the
-        mask must then cover [B, 1, S, S_max])."""
+        """x: [B, S, D] -> [B, S, D].
+
+        Without a cache: attention over x's own steps; mask [B, 1, S, S] bool (True = may attend)
+        or None for plain causal. With a layer's static cache (k, v) [B_max, H, S_max, Dh] and a
+        `view`: the new keys/values are written at `view.at` in rows `view.rows`, and each
+        `view.ranges` group of rows attends over its cache steps [lo, hi) under its own mask
+        (`mask` is unused)."""
         B, S, D = x.shape
-        q, k, v = self.qkv(x).view(B, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # [B, H, S, Dh] each
-        if cache is not None:
-            k, v = cache.update(index, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and S > 1)
+        q, k, v = self.qkv(x).reshape(B, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # [B, H, S, Dh] each
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and S > 1)
+        else:
+            if view is None:
+                raise ValueError("a cached self-attention needs a CacheView")
+            kc, vc = write(cache[0], view, k), write(cache[1], view, v)  # [B, H, S_max, Dh]
+            ys = [
+                F.scaled_dot_product_attention(q[r.rows], kc[r.rows, :, r.lo : r.hi], vc[r.rows, :, r.lo : r.hi], attn_mask=r.mask)
+                for r in view.ranges
+            ]
+            y = ys[0] if len(ys) == 1 else torch.cat(ys)  # [B, H, S, Dh]
         return self.out(y.transpose(1, 2).reshape(B, S, D))
 
 
@@ -129,15 +131,31 @@ class Block(nn.Module):
     def forward(
         self,
         x: Tensor,
-        self_mask: Tensor | None,
-        cross_k: Tensor,
-        cross_v: Tensor,
-        cross_mask: Tensor | None,
-        cache: KVCache | None = None,
-        index: Tensor | None = None,
+        self_mask: Tensor | None = None,
+        cross_k: Tensor | None = None,
+        cross_v: Tensor | None = None,
+        cross_mask: Tensor | None = None,
+        cross_rows: slice | None = None,
+        cache: tuple[Tensor, Tensor] | None = None,
+        view: CacheView | None = None,
     ) -> Tensor:
-        x = x + self.dropout(self.self_attn(self.self_norm(x), self_mask, cache, index))
-        x = x + self.dropout(self.cross_attn(self.cross_norm(x), cross_k, cross_v, cross_mask))
+        """x: [B, S, D] -> [B, S, D]; the one decoder block of training and generation.
+
+        self_mask: see `SelfAttention.forward` (unused with a cache). cross_k, cross_v:
+        [B', H, N, Dh] text keys/values for rows `cross_rows` of x (None: all B rows) and
+        cross_mask [B', 1, 1, N] or None; cross_k None skips cross-attention, whose output is
+        exactly zero for a null text (§2.3: it attends to zero vectors). cache, view: this layer's
+        static (k, v) buffers and where this forward meets them (model/kv_cache.py)."""
+        x = x + self.dropout(self.self_attn(self.self_norm(x), self_mask, cache, view))
+        if cross_k is not None and cross_v is not None:
+            B = x.shape[0]
+            a, b = (0, B) if cross_rows is None else (cross_rows.start or 0, min(cross_rows.stop, B))
+            if a == 0 and b == B:
+                x = x + self.dropout(self.cross_attn(self.cross_norm(x), cross_k, cross_v, cross_mask))
+            else:  # the text rows only; the others keep x (their cross-attention output is zero)
+                xt = x[a:b]
+                xt = xt + self.dropout(self.cross_attn(self.cross_norm(xt), cross_k, cross_v, cross_mask))
+                x = torch.cat(([x[:a]] if a else []) + [xt] + ([x[b:]] if b < B else []))
         return x + self.dropout(self.ff_out(F.gelu(self.ff_in(self.ff_norm(x)))))
 
 
@@ -200,7 +218,7 @@ class StageLM(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         if self.config.embedding_std is not None:  # a from-scratch model: tokens as loud as positions
-            for table in self.emb:
+            for table in self.tables():
                 nn.init.normal_(table.weight, std=self.config.embedding_std)
         if self.config.align_offset is not None:
             self.init_alignment_heads(self.config.align_offset)
@@ -220,7 +238,7 @@ class StageLM(nn.Module):
         pairs = min(pairs or Dh // 2, half)
         freqs = sinusoid_frequencies(half, dtype=torch.float64)[:pairs]
         c, s = torch.cos(offset * freqs), torch.sin(offset * freqs)
-        for block in list(self.blocks)[:layers]:
+        for block in self.layers()[:layers]:
             W = block.self_attn.qkv.weight  # [3D, D]: q rows, k rows, v rows; head 0 = the first Dh
             q, k = torch.zeros(Dh, D, dtype=torch.float64), torch.zeros(Dh, D, dtype=torch.float64)
             for f in range(pairs):
@@ -233,13 +251,21 @@ class StageLM(nn.Module):
     @torch.no_grad()
     def init_special_rows(self, context: bool = True) -> None:
         """Kaiming-normal context rows (when `context`) and, in the STAGE layout, zero pad rows."""
-        for table in self.emb:
+        for table in self.tables():
             if context:
                 row = torch.empty(1, self.config.dim, device=table.weight.device)
                 nn.init.kaiming_normal_(row)  # fan_in = dim (audiocraft/torch convention for [1, D])
                 table.weight[self.config.context_id] = row[0].to(table.weight.dtype)
             if self.config.layout == "stage":
                 table.weight[self.config.pad_id] = 0.0
+
+    def tables(self) -> list[nn.Embedding]:
+        """The K embedding tables, typed (to a type checker a ModuleList holds plain Modules)."""
+        return cast("list[nn.Embedding]", list(self.emb))
+
+    def layers(self) -> list[Block]:
+        """The decoder blocks, typed like `tables`."""
+        return cast("list[Block]", list(self.blocks))
 
     def embed(self, codes: Tensor, positions: Tensor) -> Tensor:
         """codes: [B, K, S] ids; positions: [B, S] -> [B, S, D] token sum + sinusoid."""
@@ -250,7 +276,7 @@ class StageLM(nn.Module):
         """Per-layer cross-attention keys/values and the cross mask for a text condition."""
         like = self.norm.weight
         states, mask = cross_inputs(cond, batch, self.config.dim, like)
-        return [blk.cross_attn.project_kv(states) for blk in self.blocks], mask
+        return [blk.cross_attn.project_kv(states) for blk in self.layers()], mask
 
     def logits(self, x: Tensor) -> Tensor:
         """Final norm and K heads: [B, S, D] -> [B, K, S, codebook_size]."""
@@ -276,12 +302,31 @@ class StageLM(nn.Module):
             raise ValueError(f"expected {self.config.num_codebooks} codebooks, got {K}")
         if positions is None:
             positions = torch.arange(S, device=codes.device).expand(B, S)
-        x = self.embed(codes, positions)
         self_mask = None if attended is None or bool(attended.all()) else causal_mask(attended)
         kv, cross_mask = self.cross_kv(cond, B)
-        for blk, (ck, cv) in zip(self.blocks, kv):
-            x = blk(x, self_mask, ck, cv, cross_mask)
-        return self.logits(x)
+        return self.logits(self.hidden(codes, positions, self_mask, kv, cross_mask))
+
+    def hidden(
+        self,
+        codes: Tensor,
+        positions: Tensor,
+        self_mask: Tensor | None = None,
+        cross: list[tuple[Tensor, Tensor]] | None = None,
+        cross_mask: Tensor | None = None,
+        cross_rows: slice | None = None,
+        cache: KVCache | None = None,
+        view: CacheView | None = None,
+    ) -> Tensor:
+        """Embeddings and every block: codes [B, K, S], positions [B, S] -> [B, S, D] (before the
+        final norm; `logits` finishes). cross: per-layer text keys/values (`cross_kv`) for rows
+        `cross_rows`, or None (no cross-attention); cache, view: the static cache and where this
+        forward meets it (see `Block.forward`)."""
+        x = self.embed(codes, positions)
+        for i, blk in enumerate(self.blocks):
+            ck, cv = cross[i] if cross is not None else (None, None)
+            layer = cache.layer(i) if cache is not None else None
+            x = blk(x, self_mask, ck, cv, cross_mask, cross_rows, layer, view)
+        return x
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
