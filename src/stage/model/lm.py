@@ -20,6 +20,7 @@ mask) and per-sample `positions` that restart at the first attended step (tokens
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ from torch import Tensor, nn
 
 from stage.model.config import LMConfig
 from stage.text import TextCondition
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def sinusoidal_embedding(positions: Tensor, dim: int) -> Tensor:
@@ -82,6 +86,7 @@ class SelfAttention(nn.Module):
         B, S, D = x.shape
         q, k, v = self.qkv(x).view(B, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # [B, H, S, Dh] each
         if cache is not None:
+            assert index is not None, "a KV cache needs the step index"
             k, v = cache.update(index, k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and S > 1)
         return self.out(y.transpose(1, 2).reshape(B, S, D))
@@ -200,7 +205,7 @@ class StageLM(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         if self.config.embedding_std is not None:  # a from-scratch model: tokens as loud as positions
-            for table in self.emb:
+            for table in cast("Iterable[nn.Embedding]", self.emb):
                 nn.init.normal_(table.weight, std=self.config.embedding_std)
         if self.config.align_offset is not None:
             self.init_alignment_heads(self.config.align_offset)
@@ -220,7 +225,7 @@ class StageLM(nn.Module):
         pairs = min(pairs or Dh // 2, half)
         freqs = sinusoid_frequencies(half, dtype=torch.float64)[:pairs]
         c, s = torch.cos(offset * freqs), torch.sin(offset * freqs)
-        for block in list(self.blocks)[:layers]:
+        for block in list(cast("Iterable[Block]", self.blocks))[:layers]:
             W = block.self_attn.qkv.weight  # [3D, D]: q rows, k rows, v rows; head 0 = the first Dh
             q, k = torch.zeros(Dh, D, dtype=torch.float64), torch.zeros(Dh, D, dtype=torch.float64)
             for f in range(pairs):
@@ -233,7 +238,7 @@ class StageLM(nn.Module):
     @torch.no_grad()
     def init_special_rows(self, context: bool = True) -> None:
         """Kaiming-normal context rows (when `context`) and, in the STAGE layout, zero pad rows."""
-        for table in self.emb:
+        for table in cast("Iterable[nn.Embedding]", self.emb):
             if context:
                 row = torch.empty(1, self.config.dim, device=table.weight.device)
                 nn.init.kaiming_normal_(row)  # fan_in = dim (audiocraft/torch convention for [1, D])
@@ -250,7 +255,7 @@ class StageLM(nn.Module):
         """Per-layer cross-attention keys/values and the cross mask for a text condition."""
         like = self.norm.weight
         states, mask = cross_inputs(cond, batch, self.config.dim, like)
-        return [blk.cross_attn.project_kv(states) for blk in self.blocks], mask
+        return [blk.cross_attn.project_kv(states) for blk in cast("Iterable[Block]", self.blocks)], mask
 
     def logits(self, x: Tensor) -> Tensor:
         """Final norm and K heads: [B, S, D] -> [B, K, S, codebook_size]."""
