@@ -37,6 +37,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,11 @@ from stage.text import TextCondition
 from stage.tokens import UNSET_ID
 from stage.tokens.delay import num_steps, revert_delay
 from stage.tokens.layout import build_generation_layout
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from stage.model.lm import Block
 
 
 def steps_needed(config: LMConfig, num_frames: int, context_frames: int = 0) -> int:
@@ -147,8 +153,8 @@ class Generator:
         packable = fp32_cpu and pack_weights and not compile and torch.backends.mkldnn.is_available()
         self._pack_rows = 64 if packable else 0  # (oneDNN's opaque tensors do not trace)
         self._packed: dict[torch.nn.Module, Tensor] = {}
-        self._compiled = None
-        self._graph = None
+        self._compiled: Callable[..., Tensor] | None = None
+        self._graph: torch.cuda.CUDAGraph | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -288,6 +294,7 @@ class Generator:
             if br.split < st.start:  # divergent steps (e.g. per-variation prompts): all V rows
                 x = self._prefix_run(st, br.rows, br.lo, br.split, st.start, br.holes, cross)
                 logits = self._logits(x)
+            assert logits is not None  # every branch ends its prefix at step `start`
             out.append(logits)
         return torch.cat(out)  # [R, K, card]
 
@@ -332,7 +339,7 @@ class Generator:
         n, q, D = x.shape
         H, Dh = self.config.num_heads, self.config.head_dim
         r0 = rows.start
-        for i, blk in enumerate(self.lm.blocks):
+        for i, blk in enumerate(cast("Iterable[Block]", self.lm.blocks)):
             kc, vc = self.k[i], self.v[i]
             qkv = self._linear(blk.self_attn.qkv, blk.self_norm(x))
             qs, k, v = qkv.reshape(n, q, 3, H, Dh).permute(2, 0, 3, 1, 4)  # [n, H, q, Dh]
@@ -403,7 +410,7 @@ class Generator:
         mask = (valid & (self._key_steps <= index))[:, None, None, :]  # [R, 1, 1, max_steps]
         x = self.lm.embed(tokens, positions)  # [R, 1, D]
         cross = self._inputs.cross
-        for i, blk in enumerate(self.lm.blocks):
+        for i, blk in enumerate(cast("Iterable[Block]", self.lm.blocks)):
             kc, vc = self.k[i][:R], self.v[i][:R]
             qkv = self._linear(blk.self_attn.qkv, blk.self_norm(x))
             qs, k, v = qkv.reshape(R, 1, 3, H, Dh).permute(2, 0, 3, 1, 4)  # [R, H, 1, Dh]
@@ -435,6 +442,7 @@ class Generator:
         if self.cuda_graphs:
             if self._graph is None:
                 self._capture(args)
+            assert self._graph is not None  # set by _capture
             self._graph.replay()
             return self._graph_out
         return self._decode_static(*args)
@@ -469,10 +477,12 @@ class Generator:
                     torch._dynamo.mark_static_address(t)
         inp.valid.copy_(st.valid)
         if cross is not None:
+            assert inp.cross is not None  # the buffers' key says whether there is text, and a mask
             for (dk, dv), (k, v) in zip(inp.cross.kv, cross.kv):
                 dk.copy_(k)
                 dv.copy_(v)
             if cross.mask is not None:
+                assert inp.cross.mask is not None
                 inp.cross.mask.copy_(cross.mask)
 
     def _capture(self, args) -> None:
