@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model is None:
         choice = default_model("drums")
+        assert choice is not None  # known models generate drums
         args.model = choice.name
         print(choice.note, file=sys.stderr)
     config = StudioConfig(model=args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,

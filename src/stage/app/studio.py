@@ -23,10 +23,14 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stage.errors import StageError
+
+if TYPE_CHECKING:
+    from stage.model.stage_model import StageModel
 
 MAX_TAKES = 4
 BPM_MODES = {
@@ -152,7 +156,7 @@ class Studio:
     """The studio's state: the loaded model, its settings, the folder holding every job's files,
     and the lock that gives the model to one job at a time."""
 
-    model: object
+    model: StageModel
     config: StudioConfig
     work_dir: Path
     owns_work_dir: bool = False
@@ -225,9 +229,10 @@ class Studio:
         seed = None if seed is None or (isinstance(seed, float) and not np.isfinite(seed)) or int(seed) < 0 else int(seed)
         params = GenerationParams(guidance=float(cfg), temperature=float(temperature), top_k=int(top_k),
                                   top_p=float(top_p), seed=seed)
+        bpms: dict[str, float | str | None] = {"auto": "auto", "number": float(bpm or 0), "off": None}
         settings = TakeSettings(
             stem=stem, prompt=prompt or "", variations=takes, params=params,
-            bpm={"auto": "auto", "number": float(bpm or 0), "off": None}[mode],
+            bpm=bpms[mode],
             beats_per_bar=int(beats_per_bar) if mode == "number" else None,
             offset=float(offset or 0.0) if mode == "number" else 0.0,
         )
@@ -246,6 +251,7 @@ class Studio:
             ctx = takeset.context
             grid = "no beat grid (the mix is the context)" if ctx.beats is None else (
                 f"{ctx.bpm:.1f} BPM, {ctx.beats_per_bar} beats per bar" + (f" ({ctx.tracker})" if ctx.tracker else ""))
+            assert plan.mix is not None  # the studio always generates over an upload
             input_image = render_waveform(plan.mix, sr, folder / "input.png", ctx.beats, ctx.downbeats)
             shown = []
             for take, w in zip(takeset.takes, written):
