@@ -45,6 +45,7 @@ import enum
 import importlib
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -322,7 +323,9 @@ class CocolaScorer:
 
         try:
             constants = importlib.import_module("contrastive_model.constants")
-            safe = [v for v in vars(constants).values() if isinstance(v, type) and issubclass(v, enum.Enum)]
+            safe: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+                v for v in vars(constants).values() if isinstance(v, type) and issubclass(v, enum.Enum)
+            ]
             with torch.serialization.safe_globals(safe):
                 self.model = module.CoCola.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
             self.model.eval()

@@ -118,7 +118,7 @@ def _httpx():
     try:
         from huggingface_hub.utils import httpx
     except ImportError:  # huggingface_hub releases before it re-exported its client
-        import httpx
+        import httpx  # type: ignore[no-redef]  # the same module, found where older releases leave it
     return httpx
 
 
