@@ -46,13 +46,13 @@ def process_umask() -> int:
 _UMASK_LOCK = threading.Lock()
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], binary: bool = False) -> Path:
     """Call `write(file)` on a temporary file next to `path`, then rename it to `path`."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -68,7 +68,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text))
 
 
-def probe_writable(folder: str | os.PathLike) -> None:
+def probe_writable(folder: str | os.PathLike[str]) -> None:
     """Create and delete a file in `folder`; raises OSError when that fails. A real probe:
     `os.access` says yes to root even where writes fail (/proc, /sys, read-only mounts)."""
     with tempfile.TemporaryFile(dir=folder, prefix=".stage-probe-"):

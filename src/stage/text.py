@@ -14,11 +14,15 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from stage.errors import StageError
+
+if TYPE_CHECKING:
+    from transformers import T5EncoderModel
 
 
 @dataclass
@@ -75,7 +79,7 @@ class TextConditioner(nn.Module):
     dim: the LM width D. `proj` maps T5's width to D and is trained with the LM.
     """
 
-    def __init__(self, encoder: nn.Module, tokenizer, dim: int, max_tokens: int = 512):
+    def __init__(self, encoder: T5EncoderModel, tokenizer, dim: int, max_tokens: int = 512):
         super().__init__()
         self.encoder = encoder
         self.tokenizer = tokenizer
@@ -124,7 +128,9 @@ def encoder_t5_config(vocab_size: int, d_model: int, d_kv: int, d_ff: int, num_h
     relative distance (128), so the config can be inferred back from the tensors."""
     from transformers import T5Config
 
-    return T5Config(
+    # decoder_start_token_id is no T5Config field: transformers' configs take extra keyword arguments
+    # (@strict(accept_kwargs=True)), which their dataclass-style signature does not show.
+    return T5Config(  # type: ignore[call-arg]
         vocab_size=vocab_size,
         d_model=d_model,
         d_kv=d_kv,

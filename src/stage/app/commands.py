@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model is None:
         choice = default_model("drums")
+        assert choice is not None  # known models generate drums
         args.model = choice.name
         print(choice.note, file=sys.stderr)
     config = StudioConfig(model=args.model, sessions=args.sessions, host=args.host, port=args.port,

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -183,10 +184,10 @@ class BandRenderer:
 def draw_mixing(seed: int, index: int, stems) -> dict:
     """Per-song gains (dB) and FluidSynth reverb/chorus settings, from their own rng stream."""
     rng = np.random.default_rng([int(seed), int(index), 1])
-    reverb = {"room_size": round(float(rng.uniform(0.2, 0.9)), 3), "damping": round(float(rng.uniform(0.0, 0.6)), 3),
-              "width": round(float(rng.uniform(0.5, 1.0)), 3), "level": round(float(rng.uniform(0.3, 0.9)), 3)}
-    chorus = {"voices": int(rng.integers(2, 5)), "level": round(float(rng.uniform(0.5, 2.0)), 3),
-              "speed": round(float(rng.uniform(0.2, 0.8)), 3), "depth_ms": round(float(rng.uniform(3.0, 10.0)), 3)}
+    reverb: dict[str, Any] = {"room_size": round(float(rng.uniform(0.2, 0.9)), 3), "damping": round(float(rng.uniform(0.0, 0.6)), 3),
+                              "width": round(float(rng.uniform(0.5, 1.0)), 3), "level": round(float(rng.uniform(0.3, 0.9)), 3)}
+    chorus: dict[str, Any] = {"voices": int(rng.integers(2, 5)), "level": round(float(rng.uniform(0.5, 2.0)), 3),
+                              "speed": round(float(rng.uniform(0.2, 0.8)), 3), "depth_ms": round(float(rng.uniform(3.0, 10.0)), 3)}
     reverb["sends"], chorus["sends"], gains = {}, {}, {}
     # Send 0 switches the effect unit off for that stem: FluidSynth's reverb and chorus cost as much
     # as a dozen voices even when idle, so dry stems (as in many productions) keep rendering fast.
@@ -238,7 +239,7 @@ def render_song(renderer: BandRenderer, seed: int, index: int, seconds: float, f
             stale.unlink()
     for stem, audio in stems.items():
         _write_wav(folder / f"{stem}.wav", audio)
-    _write_wav(folder / "mix.wav", mix)
+    _write_wav(folder / "mix.wav", cast(np.ndarray, mix))  # np.sum over axis 0: numpy types it "array or scalar"
     atomic_write(folder / "score.mid", lambda f: score.to_midi().write(f), binary=True)
     r6 = lambda xs: [round(float(x), 6) for x in xs]  # noqa: E731
     meta = {
@@ -346,6 +347,7 @@ def synth_songs(songs: int, seconds: float, out, *, seed: int = 0, start: int = 
     wall = cpu = 0.0
     try:
         for index in tqdm(todo, desc="synth", unit="song", disable=not progress):
+            assert renderer is not None  # made when there is something to do
             t0, c0 = time.perf_counter(), time.process_time()
             render_song(renderer, seed, index, seconds, out / song_name(index), genres)
             wall += time.perf_counter() - t0

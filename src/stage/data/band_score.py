@@ -430,6 +430,7 @@ class _Context:
         rng, bpb, sub = self.rng, self.bpb, self.sub
         inst = pretty_midi.Instrument(program=program, name="bass")
         style = self.song.genre.bass
+        pattern: list[tuple[float, int, float, int]]  # (beat in the bar, pitch, length in beats, velocity)
         for bar in range(self.n_bars):
             root, quality = self.bar_chords[bar]
             nxt = self.bar_chords[min(bar + 1, self.n_bars - 1)][0]

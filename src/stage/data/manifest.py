@@ -215,6 +215,7 @@ def analyse_song(song: Song, root: Path, beats: str) -> SongRecord:
             audio, sr = load_audio(path)  # AudioError names the file and the reason
             files.append(StemFile(Path(path).relative_to(root).as_posix(), int(audio.shape[1]), sr, int(audio.shape[0])))
             total = _add(total, prepare(audio, sr, rate, str(path))[0])
+        assert total is not None  # a song's stems each have at least one file
         stems[name] = tuple(files)
         peaks[name] = round(float(np.abs(total).max()), 6)
         mix = _add(mix, total)
@@ -222,9 +223,11 @@ def analyse_song(song: Song, root: Path, beats: str) -> SongRecord:
         raise AudioError("every stem is silent")
     seconds = max(f.seconds for files in stems.values() for f in files)
     grid = None
+    source = beats
     if band is not None:  # the score's grid is exact: no tracker
         grid = BeatGrid(np.asarray(band["beats"], float), np.asarray(band["downbeats"], float), float(band["bpm"]),
                         int(band["beats_per_bar"]), "stage-band")
+        source = grid.source
     elif beats != "none":
         try:
             grid = track_beats(mix, rate, method=beats)
@@ -236,7 +239,7 @@ def analyse_song(song: Song, root: Path, beats: str) -> SongRecord:
         beats=np.round(grid.beats, 4) if grid else np.zeros(0),
         downbeats=np.round(grid.downbeats, 4) if grid else np.zeros(0),
         bpm=round(float(grid.bpm), 3) if grid else None, beats_per_bar=int(grid.beats_per_bar) if grid else None,
-        beat_source=grid.source if band is not None else beats,
+        beat_source=source,
     )
 
 
@@ -333,6 +336,7 @@ def prepare_manifest(root, format: str, out, *, beats: str = "auto", stem_map: d
                 os.fsync(fh.fileno())
                 records[song.id] = record
             else:
+                assert reason is not None  # _analyse_job gives a reason when it gives no record
                 skipped.append((song.id, reason))
                 report(f"skipped {song.id}: {reason}")
             bar.update()

@@ -45,8 +45,10 @@ import enum
 import importlib
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +125,7 @@ class ClapEmbedder(Embedder):
     def __init__(self, checkpoint, amodel: str = "HTSAT-base", enable_fusion: bool = False):
         path = require_checkpoint(checkpoint, "--clap-checkpoint", "CLAP")
         self.path = path
-        self.tokenizer = None
+        self.tokenizer: Any = None  # transformers' tokenizer, loaded by load_text
         if path.is_dir():
             self.backend = "transformers"
             from stage.model.sources import load_errors
@@ -290,16 +292,16 @@ class MertEmbedder(Embedder):
 
         y = _mono(audio, sample_rate, self.rate)
         chunk = int(self.chunk_seconds * self.rate)
-        frames = []
+        parts: list[np.ndarray] = []
         with torch.no_grad():
             for start in range(0, y.shape[0], chunk):
                 piece = y[start:start + chunk]
-                if piece.shape[0] < self.rate // 10 and frames:
+                if piece.shape[0] < self.rate // 10 and parts:
                     break  # a tail under 0.1 s adds almost no frames
                 inputs = self.processor(piece, sampling_rate=self.rate, return_tensors="pt")
                 hidden = self.model(**inputs, output_hidden_states=True).hidden_states[self.layer]  # [1, T, D]
-                frames.append(hidden[0].float().numpy())
-        frames = np.concatenate(frames, axis=0)
+                parts.append(hidden[0].float().numpy())
+        frames = np.concatenate(parts, axis=0)
         per_second = frames.shape[0] / (y.shape[0] / self.rate)
         return window_pool(frames, round(self.window_seconds * per_second))
 
@@ -321,7 +323,9 @@ class CocolaScorer:
 
         try:
             constants = importlib.import_module("contrastive_model.constants")
-            safe = [v for v in vars(constants).values() if isinstance(v, type) and issubclass(v, enum.Enum)]
+            safe: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+                v for v in vars(constants).values() if isinstance(v, type) and issubclass(v, enum.Enum)
+            ]
             with torch.serialization.safe_globals(safe):
                 self.model = module.CoCola.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
             self.model.eval()

@@ -48,6 +48,7 @@ class EmbeddingCache:
             self._read()
 
     def _read(self) -> None:
+        assert self.path is not None  # only called for a cache with a file
         try:
             data = np.load(self.path, allow_pickle=False)
             if not isinstance(data, np.lib.npyio.NpzFile):
@@ -96,5 +97,6 @@ class EmbeddingCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         header = json.dumps({"format": FORMAT, "version": VERSION, "entries": self.meta})
-        atomic_write(self.path, lambda f: np.savez(f, **{META: np.asarray(header)}, **self.entries), binary=True)
+        # mypy matches **entries against savez's `allow_pickle: bool` too; the keys are "e" + sha1 names.
+        atomic_write(self.path, lambda f: np.savez(f, **{META: np.asarray(header)}, **self.entries), binary=True)  # type: ignore[arg-type]
         self.dirty = False

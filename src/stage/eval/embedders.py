@@ -140,7 +140,7 @@ class EncodecEmbedder(Embedder):
         encoder = self.codec.model.encoder
         dtype = next(self.codec.model.parameters()).dtype
         device = next(self.codec.model.parameters()).device
-        parts = []
+        parts: list[np.ndarray] = []
         with torch.no_grad():
             for start in range(0, y.shape[0], chunk):
                 piece = y[start:start + chunk]

@@ -273,7 +273,7 @@ class _Run:
         self.skipped: list[str] = []
         self.notes: list[str] = []
         self.explicit = config.metrics is not None
-        self.metrics = list(config.metrics if self.explicit else DEFAULT_METRICS)
+        self.metrics = list(DEFAULT_METRICS if config.metrics is None else config.metrics)
 
     def load(self, path: Path):
         """Read a file each time it is needed (audio is not kept: sets can be large)."""
@@ -487,6 +487,7 @@ def _histogram(gen: np.ndarray, ref: np.ndarray) -> dict:
 
 def _distributions(run: _Run, generated: list[Path]) -> dict:
     c = run.c
+    assert c.reference is not None  # evaluate drops fad and kad without --reference
     reference = list_audio(c.reference, "reference")
     for what, files in (("generated", generated), ("reference", reference)):
         if len(files) < 2:

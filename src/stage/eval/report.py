@@ -19,10 +19,11 @@ import html
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from stage.errors import StageError
-from stage.eval.pipeline import EvalReport
+from stage.eval.pipeline import EvalReport, FileResult
 from stage.files import atomic_write_text
 
 SUMMARY_LABELS = {
@@ -112,8 +113,8 @@ def _summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
     return [(key, _label(key), _fmt(v, 4)) for key, v in report.summary.items()]
 
 
-def _file_columns(report: EvalReport) -> list[tuple[str, callable]]:
-    cols: list[tuple[str, callable]] = [("file", lambda f: f.name), ("seconds", lambda f: _fmt(f.seconds, 2))]
+def _file_columns(report: EvalReport) -> list[tuple[str, Callable[[FileResult], str]]]:
+    cols: list[tuple[str, Callable[[FileResult], str]]] = [("file", lambda f: f.name), ("seconds", lambda f: _fmt(f.seconds, 2))]
     if any(f.context for f in report.files):
         cols.append(("context", lambda f: Path(f.context).name if f.context else "–"))
     if any(f.beat for f in report.files):
@@ -305,6 +306,7 @@ def render_html(report: EvalReport) -> str:
                      "tolerance window shaded); bottom lane: beats (blue) and downbeats (red) detected in the generated "
                      "stem; dots: detected onsets.</p>")
         for f in grids:
+            assert f.grid is not None  # `grids` holds the files with one
             score = f" · beat F1 {_fmt(f.beat['beat']['f1'])}" if f.beat else ""
             parts.append(f"<h3>{e(f.name)}</h3><p class='muted'>reference: {e(f.grid['source'])}{score}</p>"
                          f"<div class='plot'>{beat_svg(f.grid, cfg['beat_window'])}</div>")

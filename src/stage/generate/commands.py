@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from stage.data.beats import TRACK_MAX_BPM, TRACK_MIN_BPM
 from stage.errors import StageError
@@ -235,7 +236,8 @@ class ProgressBar:
     """A tqdm bar fed by the generator's progress(done, total) callback."""
 
     def __init__(self, desc: str, quiet: bool):
-        self.desc, self.quiet, self.bar = desc, quiet, None
+        self.desc, self.quiet = desc, quiet
+        self.bar: Any = None  # a tqdm bar, made on the first call
 
     def __call__(self, done: int, total: int) -> None:
         if self.quiet:
@@ -307,7 +309,7 @@ def run_generate(args: argparse.Namespace) -> int:
         finally:
             bar.close()
         meta = generation_meta(model_source, model)
-        if args.mix is not None:
+        if mix is not None:  # a MIX was given
             meta["input"] = {"path": str(args.mix), "sample_rate": sr, "channels": int(mix.shape[0]),
                              "seconds": round(mix.shape[1] / sr, 4)}
         written = write_takes(takeset, out, prefix, force=args.force, extra=meta)

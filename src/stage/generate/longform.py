@@ -45,6 +45,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from torch import Tensor
@@ -220,8 +221,16 @@ class LongformOutput:
         return 1000.0 * self.decode_seconds / max(1, self.steps)
 
 
+class WindowResult(Protocol):
+    """What `generate_longform`'s `run` returns for one window (prefill_seconds, decode_seconds
+    and steps are read when present)."""
+
+    @property
+    def codes(self) -> Tensor: ...  # [V, K, num_frames]
+
+
 def generate_longform(
-    run: Callable[[Tensor | None, Tensor | None, int, Callable[[int, int], None] | None], object],
+    run: Callable[[Tensor | None, Tensor | None, int, Callable[[int, int], None] | None], WindowResult],
     encode: Callable[[np.ndarray], Tensor],
     decode: Callable[[Tensor], np.ndarray],
     mix: np.ndarray | None,
@@ -285,6 +294,7 @@ def generate_longform(
         out.codec_decode_seconds += time.perf_counter() - t1
         done += n_steps
     crossfade = int(round(params.crossfade_seconds * frame_rate * hop))
+    assert codes is not None  # plan_windows gives at least one window
     out.codes = codes
     out.audio = stitch(pieces, plan, hop, crossfade, params.crossfade_shape).astype(np.float32)
     return out

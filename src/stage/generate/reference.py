@@ -9,6 +9,7 @@ is tested against; use `StageModel.generate` for real work.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,7 +33,7 @@ def cfg_layouts(
 ) -> tuple[GenerationLayout, GenerationLayout | None]:
     """The conditional layout and, with CFG, the unconditional one (context -> pad, prompt kept)."""
     c = lm.config
-    kw = dict(delays=c.delays, prompt=prompt, batch_size=batch, layout=c.layout, pad_id=c.pad_id, context_id=c.context_id)
+    kw: dict[str, Any] = dict(delays=c.delays, prompt=prompt, batch_size=batch, layout=c.layout, pad_id=c.pad_id, context_id=c.context_id)
     cond = build_generation_layout(num_frames, context=context, **kw)
     if not use_cfg:
         return cond, None

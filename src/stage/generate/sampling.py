@@ -84,5 +84,7 @@ def combine_guidance(logits: Tensor, variations: int, guidance: float, text_guid
     if nb == 2:
         scale = guidance if text_guidance is None else text_guidance
         return uncond + scale * (cond - uncond)
+    if text_guidance is None:
+        raise ValueError(f"{nb} guidance branches need a text_guidance scale")
     ctx = logits[2 * V : 3 * V]
     return uncond + guidance * (ctx - uncond) + text_guidance * (cond - ctx)

@@ -147,6 +147,7 @@ class Context:
         if self.tracker is not None:
             out["tracker"] = self.tracker
         if self.beats is not None:
+            assert self.downbeats is not None  # beats and downbeats come together
             out["beats"] = [round(float(t), 4) for t in self.beats]
             out["downbeats"] = [round(float(t), 4) for t in self.downbeats]
         return out
@@ -162,9 +163,11 @@ def build_context(settings: TakeSettings, mix: np.ndarray | None, sample_rate: i
 
     mode = settings.context_mode
     if mode == "mix":
+        assert mix is not None  # plan_takes refuses a missing mix unless metronome-only
         n = int(round(seconds * sample_rate))
         return Context("mix", mix[:, :n], sample_rate)
     if mode == "metronome":
+        assert settings.bpm is not None  # context_mode says "mix" when it is None
         bpm, bpb = float(settings.bpm), settings.beats_per_bar or 4
         beats, downbeats = metronome_times(bpm, bpb, seconds, settings.offset)
         click = render_clicks(beats, downbeats, seconds, model_rate)[None]  # [1, N]
@@ -234,7 +237,11 @@ def plan_takes(settings: TakeSettings, mix: np.ndarray | None, sample_rate: int,
             raise StageError("--metronome-only generates from a click alone; do not give a MIX")
         mix = as_channels_first(mix, "mix")
         channels = mix.shape[0]
-    seconds = settings.seconds if settings.seconds is not None else mix.shape[-1] / sample_rate
+    if settings.seconds is not None:
+        seconds = settings.seconds
+    else:
+        assert mix is not None  # metronome-only needs seconds (TakeSettings.validate)
+        seconds = mix.shape[-1] / sample_rate
     samples = int(round(seconds * sample_rate))
     if samples < 1:
         raise StageError(f"the output would be empty ({seconds} s at {sample_rate} Hz)")

@@ -28,6 +28,7 @@ import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
@@ -60,6 +61,9 @@ from stage.model.sources import (
     seeded,
     t5_config_from_state,
 )
+
+if TYPE_CHECKING:
+    from transformers import EncodecConfig, MusicgenDecoderConfig, T5Config
 
 # Short names for well-known hub models.
 HUB_ALIASES = {
@@ -116,10 +120,10 @@ def read_hf_weights(folder: Path) -> dict[str, Tensor]:
         return state
     binary = folder / "pytorch_model.bin"
     if binary.exists():
-        state = read_torch(binary)
-        if not isinstance(state, dict):
+        loaded = read_torch(binary)
+        if not isinstance(loaded, dict):
             raise CheckpointError(f"{binary}: expected a state dict")
-        return state
+        return loaded
     raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin found")
 
 
@@ -311,7 +315,11 @@ def load_hf(folder: Path, codec: str | None = None, text: str | None = None, tok
         hf = MusicgenConfig.from_pretrained(str(folder), local_files_only=True)
     except Exception as err:
         raise CheckpointError(f"{folder}: unreadable MusicGen config ({str(err).splitlines()[0][:160]})") from None
-    dec = hf.decoder
+    # MusicgenConfig types its sub-configs as `dict | PreTrainedConfig | None`; loading builds them
+    # as these config classes.
+    dec = cast("MusicgenDecoderConfig", hf.decoder)
+    audio = cast("EncodecConfig", hf.audio_encoder)
+    text_config = cast("T5Config", hf.text_encoder)
     if dec.audio_channels != 1:
         raise CheckpointError(f"{folder}: stereo MusicGen models are not supported (audio_channels={dec.audio_channels})")
     lm = LMConfig(
@@ -325,13 +333,12 @@ def load_hf(folder: Path, codec: str | None = None, text: str | None = None, tok
     )
     if dec.activation_function != "gelu" or getattr(dec, "scale_embedding", False):
         raise CheckpointError(f"{folder}: unsupported decoder variant (activation {dec.activation_function!r})")
-    audio = hf.audio_encoder
     if audio.audio_channels != 1:
         raise CheckpointError(f"{folder}: stereo EnCodec is not supported")
     state = read_hf_weights(folder)
     what = str(folder)
     identity = None
-    if hf.text_encoder.d_model == lm.dim:
+    if text_config.d_model == lm.dim:
         identity = {"weight": torch.eye(lm.dim), "bias": torch.zeros(lm.dim)}  # used if this model has no projection
     parts = remap(HF_KEYS, state, lm, what, proj_fallback=identity)
     lm_state, proj = parts.lm, parts.proj
@@ -347,7 +354,7 @@ def load_hf(folder: Path, codec: str | None = None, text: str | None = None, tok
         lm=lm,
         codec=CodecConfig(source=codec or EMBEDDED, sample_rate=audio.sampling_rate, frame_rate=int(audio.frame_rate),
                           num_codebooks=lm.num_codebooks, codebook_size=audio.codebook_size),
-        text=TextConfig(source=text or EMBEDDED, tokenizer=tok_source, dim=hf.text_encoder.d_model),
+        text=TextConfig(source=text or EMBEDDED, tokenizer=tok_source, dim=text_config.d_model),
         name=name or folder.name,
     )
     # The frozen parts are built from the folder's own sub-configs, not inferred from the tensors.

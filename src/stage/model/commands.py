@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, args.force)
     model = load_model(args.source, codec=args.codec, text=args.text, tokenizer=args.tokenizer, stem=args.stem)
-    dtype = getattr(torch, DTYPES[args.dtype]) if DTYPES[args.dtype] else None
+    dtype_name = DTYPES[args.dtype]
+    dtype = getattr(torch, dtype_name) if dtype_name else None
     out = save_checkpoint(model, args.out, bundle=not args.no_bundle, overwrite=args.force, dtype=dtype)
     lm = model.config.lm
     print(f"wrote {out} ({model.config.name}: {lm.num_layers} layers x {lm.dim}, layout {lm.layout}, "

@@ -118,7 +118,7 @@ def _httpx():
     try:
         from huggingface_hub.utils import httpx
     except ImportError:  # huggingface_hub releases before it re-exported its client
-        import httpx
+        import httpx  # type: ignore[no-redef]  # the same module, found where older releases leave it
     return httpx
 
 
@@ -153,11 +153,12 @@ def _is_network_error(err: BaseException) -> bool:
     Python prints it: `__cause__`, else `__context__` unless suppressed."""
     network = _network_errors()
     seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, network):
+    link: BaseException | None = err
+    while link is not None and id(link) not in seen:
+        if isinstance(link, network):
             return True
-        seen.add(id(err))
-        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+        seen.add(id(link))
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
     return False
 
 
@@ -178,7 +179,7 @@ def hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
         raise OfflineError(f"{repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except (OSError, ValueError, *_http_errors()) as err:  # hub errors subclass OSError; HFValidationError is a ValueError
+    except (OSError, ValueError) + _http_errors() as err:  # hub errors subclass OSError; HFValidationError is a ValueError
         if _is_network_error(err):
             raise OfflineError(
                 f"cannot download {repo_id!r} from the Hugging Face hub (no network?); run "

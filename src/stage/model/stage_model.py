@@ -290,14 +290,14 @@ class StageModel(nn.Module):
 
         if engine == "reference":
 
-            def run(ctx, prm, n, prog):
+            def run_reference(ctx, prm, n, prog):
                 ctx = None if ctx is None else ctx.expand(V, -1, -1)
                 prm = None if prm is None else prm.expand(V, -1, -1)
                 codes = reference_generate(self.lm, cond.repeat(V), n, params, context=ctx, prompt=prm,
                                            generators=generators, progress=prog)
                 return SimpleNamespace(codes=codes)
 
-            return run
+            return run_reference
         win, ctx_frames, _ = window.frames(self.frame_rate)
         frames = min(win, total_frames)
         context_frames = 0 if mix is None else min(ctx_frames, frames)

@@ -7,11 +7,17 @@ T = ceil(N / hop); `decode` maps [B, K, T] codes back to [B, 1, T * hop] audio.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 import torch
 from torch import Tensor, nn
 
 from stage.errors import CheckpointError
 from stage.tokens.config import CodecConfig
+
+if TYPE_CHECKING:
+    from transformers import EncodecModel
+    from transformers.models.encodec.modeling_encodec import EncodecDecoderOutput, EncodecEncoderOutput
 
 # transformers' config for facebook/encodec_32khz (its public config.json), so that EnCodec
 # weights found inside a checkpoint (the authors' STAGE files) load with no download.
@@ -58,7 +64,7 @@ class Codec(nn.Module):
     that does not (another rate, codebook size or number of codebooks) raises `CheckpointError`.
     """
 
-    def __init__(self, model: nn.Module, config: CodecConfig):
+    def __init__(self, model: EncodecModel, config: CodecConfig):
         super().__init__()
         self.model = model
         self.config = config
@@ -71,7 +77,7 @@ class Codec(nn.Module):
         if hf.codebook_size != config.codebook_size or hf.audio_channels != 1:
             raise CheckpointError("only mono EnCodec models with the configured codebook size are supported")
         # HF picks the number of quantizers from a bandwidth among `target_bandwidths`.
-        self.bandwidth = None
+        self.bandwidth: float | None = None
         for bw in hf.target_bandwidths:
             if model.quantizer.get_num_quantizers_for_bandwidth(bw) == config.num_codebooks:
                 self.bandwidth = bw
@@ -106,8 +112,10 @@ class Codec(nn.Module):
         if audio.dim() != 3 or audio.shape[1] != 1:
             raise ValueError(f"expected mono audio [B, 1, N], got {tuple(audio.shape)}")
         dtype = next(self.model.parameters()).dtype
-        out = self.model.encode(audio.to(dtype), bandwidth=self.bandwidth, return_dict=True)
+        # return_dict=True: an output object, never the tuple transformers' annotation also allows
+        out = cast("EncodecEncoderOutput", self.model.encode(audio.to(dtype), bandwidth=self.bandwidth, return_dict=True))
         codes = out.audio_codes  # [chunks=1, B, K, T]
+        assert codes is not None  # transformers types every output field Optional
         if codes.shape[0] != 1:
             raise CheckpointError("chunked EnCodec models are not supported")
         return codes[0].long()
@@ -117,12 +125,15 @@ class Codec(nn.Module):
         """codes: [B, K, T] -> audio [B, 1, T * hop] float32 (not trimmed, §2.2)."""
         if codes.dim() != 3 or codes.shape[1] != self.config.num_codebooks:
             raise ValueError(f"expected codes [B, {self.config.num_codebooks}, T], got {tuple(codes.shape)}")
-        out = self.model.decode(codes[None], [None], return_dict=True)
+        # transformers annotates audio_scales as a Tensor, yet its own encode returns a list of None
+        # scales for an unnormalised model, and decode takes that list back.
+        out = cast("EncodecDecoderOutput", self.model.decode(codes[None], [None], return_dict=True))  # type: ignore[arg-type]
+        assert out.audio_values is not None
         return out.audio_values.float()
 
 
 @torch.no_grad()
-def init_random_codebooks(model: nn.Module, seed: int) -> None:
+def init_random_codebooks(model: EncodecModel, seed: int) -> None:
     """Give a randomly initialised transformers EnCodec usable codebooks.
 
     transformers creates the codebook buffers as zeros (real weights overwrite them), so a random
@@ -135,6 +146,8 @@ def init_random_codebooks(model: nn.Module, seed: int) -> None:
     """
     import copy
 
+    dim = model.config.codebook_dim
+    assert dim is not None  # EncodecConfig fills it in (hidden_size) when not given
     g = torch.Generator().manual_seed(seed)
     sr = model.config.sampling_rate
     t = torch.arange(sr, dtype=torch.float64) / sr
@@ -143,9 +156,9 @@ def init_random_codebooks(model: nn.Module, seed: int) -> None:
     signals += [(torch.rand(sr, generator=g, dtype=torch.float64) < 0.002).double() * 0.8]
     audio = torch.stack(signals)[:, None]  # [S, 1, N]
     encoder = copy.deepcopy(model.encoder).double()
-    residual = encoder(audio).transpose(1, 2).reshape(-1, model.config.codebook_dim)  # [frames, D]
+    residual = encoder(audio).transpose(1, 2).reshape(-1, dim)  # [frames, D]
     for layer in model.quantizer.layers:
-        cb = layer.codebook
+        cb: Any = layer.codebook  # its embed, embed_avg, cluster_size are buffers: untyped attributes
         pick = torch.randint(0, residual.shape[0], (cb.embed.shape[0],), generator=g)
         jitter = torch.randn(cb.embed.shape, generator=g, dtype=torch.float64) * residual.std(dim=0, keepdim=True) * 0.1
         embed = torch.round((residual[pick] + jitter) * 4096) / 4096  # [codebook_size, D]

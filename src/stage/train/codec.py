@@ -34,14 +34,21 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from stage.errors import ConfigError, StageError
+
+if TYPE_CHECKING:
+    from transformers import EncodecModel
+    from transformers.models.encodec.modeling_encodec import EncodecConv1d, EncodecResidualVectorQuantizer
+
+    from stage.train.run import Precision
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
@@ -237,11 +244,12 @@ class MultiScaleMel(torch.nn.Module):
 
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """y (reconstruction), x (target): [B, 1, N] -> scalar."""
-        total = 0.0
+        total: Tensor | float = 0.0
         for w in self.windows:
             my, mx = self.mel(y[:, 0], w), self.mel(x[:, 0], w)
             total = total + F.l1_loss(my, mx) + F.mse_loss(my, mx).sqrt()
             total = total + F.l1_loss(torch.log10(my.clamp_min(1e-5)), torch.log10(mx.clamp_min(1e-5)))
+        assert isinstance(total, Tensor)  # there is at least one window
         return total / len(self.windows)
 
 
@@ -290,9 +298,10 @@ class EmaRVQ:
     loss, and (in training) updates each codebook by EMA and replaces its dead codes.
     """
 
-    def __init__(self, quantizer: torch.nn.Module, num_codebooks: int, decay: float, dead_fraction: float,
+    def __init__(self, quantizer: EncodecResidualVectorQuantizer, num_codebooks: int, decay: float, dead_fraction: float,
                  seed: int):
-        self.layers = [layer.codebook for layer in quantizer.layers[:num_codebooks]]
+        # EncodecEuclideanCodebooks; their embed, embed_avg and cluster_size are buffers (untyped attributes).
+        self.layers: list[Any] = [layer.codebook for layer in quantizer.layers[:num_codebooks]]
         self.decay = decay
         self.dead_fraction = dead_fraction
         self.eps = 1e-5
@@ -366,14 +375,8 @@ def perplexity(counts: Tensor) -> float:
 # --------------------------------------------------------------------------- Lightning
 
 
-def _lightning():
-    import lightning as L
-
-    return L
-
-
 @torch.no_grad()
-def init_seanet(model: torch.nn.Module, generator: torch.Generator) -> None:
+def init_seanet(model: EncodecModel, generator: torch.Generator) -> None:
     """Kaiming-normal weights (ReLU gain, fan-in) and zero biases for every convolution.
 
     transformers' EnCodec is built for loading weights, not for training from scratch: its
@@ -394,15 +397,17 @@ def init_seanet(model: torch.nn.Module, generator: torch.Generator) -> None:
                 module.bias.zero_()
     # The decoder's last convolution starts small, so the first reconstructions are near silence
     # rather than 30 dB above the input.
-    last = model.decoder.layers[-1].conv
+    last = cast("EncodecConv1d", model.decoder.layers[-1]).conv
     last.weight = last.weight * 0.01
 
 
-class CodecModule(_lightning().LightningModule):
+class CodecModule(L.LightningModule):
     """EnCodec + EMA residual VQ + losses, for `lightning.Trainer`.
 
     Logged keys: train/loss, train/l1, train/mel, vq/commit, vq/perplexity_q{k}.
     """
+
+    initialised: Tensor  # a buffer: whether k-means has set the codebooks (kept in checkpoints)
 
     def __init__(self, config: CodecTrainConfig, init_batch: Tensor | None = None):
         super().__init__()
@@ -457,7 +462,7 @@ class CodecModule(_lightning().LightningModule):
         return loss
 
 
-class _CodecCheckpoint(_lightning().Callback):
+class _CodecCheckpoint(L.Callback):
     """Every `checkpoint_every` steps and at the end: the EnCodec as a `save_pretrained` folder
     (fp32, under `checkpoints/step-N`, and the final one under `model/`), written to a temp folder
     and renamed so an interrupted save never leaves a half folder."""
@@ -519,7 +524,6 @@ def train_codec(config: CodecTrainConfig, resume: bool = False, force: bool = Fa
 
     from stage.train.run import quiet_lightning
 
-    L = _lightning()
     quiet_lightning()
     # Check the data before touching the run folder: a bad --data leaves nothing behind.
     files = find_audio(config.data)
@@ -550,7 +554,7 @@ def train_codec(config: CodecTrainConfig, resume: bool = False, force: bool = Fa
                                                      every_n_train_steps=config.checkpoint_every, save_top_k=0)
     trainer = L.Trainer(
         max_steps=config.max_steps, accelerator="cpu" if not torch.cuda.is_available() else "auto", devices=1,
-        precision=config.precision, logger=logger, log_every_n_steps=config.log_every,
+        precision=cast("Precision", config.precision), logger=logger, log_every_n_steps=config.log_every,
         callbacks=[checkpoints, _CodecCheckpoint(out, config.checkpoint_every)],
         enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         deterministic=False,

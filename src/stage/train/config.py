@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -277,7 +278,7 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
     return TrainConfig.from_dict(apply_overrides(data, overrides))
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     import yaml
 
     p = Path(path)
@@ -356,7 +357,7 @@ def _build(kind: type, value: Any, prefix: str) -> Any:
 
 def _coerce(tp: Any, raw: Any, name: str) -> Any:
     """Check (and gently convert) `raw` against the annotation `tp`, naming `name` on failure."""
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, {} if raw is None else raw, f"{name}.")
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):

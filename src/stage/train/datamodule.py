@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -43,7 +44,8 @@ class StepSampler(Sampler):
             raise StageError("the training dataset is empty")
         self.length, self.batch_size, self.seed = length, batch_size, seed
         self.total, self.start, self.rank, self.world = total, start, rank, world
-        self._perm_epoch, self._perm = -1, None
+        self._perm_epoch = -1
+        self._perm: np.ndarray | None = None  # the permutation of epoch _perm_epoch
 
     def __len__(self) -> int:
         return self.total
@@ -57,6 +59,7 @@ class StepSampler(Sampler):
         if epoch != self._perm_epoch:
             rng = np.random.default_rng(derive_seed(self.seed, epoch, 11))
             self._perm, self._perm_epoch = rng.permutation(self.length), epoch
+        assert self._perm is not None
         return int(self._perm[offset]), epoch
 
     def batch(self, i: int) -> list[tuple[int, int, int]]:
@@ -130,8 +133,10 @@ class StageDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         self.num_codebooks, self.codebook_size, self.sample_rate = num_codebooks, codebook_size, sample_rate
-        self.train_set = None
-        self.val_set = None
+        # A TokenDataset or a StemDataset once `build` ran (TokenDataset is a map-style dataset
+        # by duck typing, not a torch Dataset).
+        self.train_set: Any = None
+        self.val_set: Any = None
 
     # ------------------------------------------------------------------ datasets
 
@@ -230,7 +235,7 @@ class StageDataModule(L.LightningDataModule):
         if self.val_set is None or self.config.trainer.val_every == 0:
             return []
         rank, world = self._rank_world()
-        sampler = None
+        sampler: torch.utils.data.DistributedSampler | None = None
         if world > 1:
             sampler = torch.utils.data.DistributedSampler(self.val_set, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(

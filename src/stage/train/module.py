@@ -297,7 +297,8 @@ class StageTrainingModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.config.optim
         params = [p for p in self.trainable_parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps)
+        beta1, beta2 = o.betas  # two numbers (TrainConfig.validate)
+        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(beta1, beta2), weight_decay=o.weight_decay, eps=o.eps)
         if o.warmup_steps <= 0:
             return optimizer  # constant lr (§6.2)
         warmup = o.warmup_steps

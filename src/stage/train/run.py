@@ -27,6 +27,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Literal, cast
 
 import lightning as L
 import torch
@@ -207,10 +208,14 @@ class StageCheckpoint(L.Callback):
 # --------------------------------------------------------------------------- trainer pieces
 
 
-def resolve_precision(config: TrainConfig) -> str:
+# trainer.precision's values other than "auto" (stage.train.config.PRECISIONS), as Lightning types them.
+Precision = Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true"]
+
+
+def resolve_precision(config: TrainConfig) -> Precision:
     t = config.trainer
     if t.precision != "auto":
-        return t.precision
+        return cast(Precision, t.precision)  # one of PRECISIONS (TrainConfig.validate)
     gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
     return "16-mixed" if gpu else "32-true"  # the authors' fp16 AMP (§6.2); CPUs have no fp16 AMP
 
