@@ -32,12 +32,12 @@ def take_settings(stem: str, prompt: str = "", bpm_mode: str = "off", bpm: float
     takes = int(takes or 1)
     if not 1 <= takes <= MAX_TAKES:
         raise StageError(f"takes must be between 1 and {MAX_TAKES}, got {takes}")
-    bad_seed = seed is None or (isinstance(seed, float) and not np.isfinite(seed)) or int(seed) < 0
+    seed_value = None if seed is None or (isinstance(seed, float) and not np.isfinite(seed)) or int(seed) < 0 else int(seed)
     params = GenerationParams(guidance=float(cfg), temperature=float(temperature), top_k=int(top_k),
-                              top_p=float(top_p), seed=None if bad_seed else int(seed))
+                              top_p=float(top_p), seed=seed_value)
     return TakeSettings(
         stem=stem, prompt=prompt or "", variations=takes, params=params,
-        bpm={"auto": "auto", "number": float(bpm or 0), "off": None}[mode],
+        bpm="auto" if mode == "auto" else (float(bpm or 0) if mode == "number" else None),
         beats_per_bar=int(beats_per_bar or 4) if mode == "number" else None,
         offset=float(offset or 0.0) if mode == "number" else 0.0,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stage.app.form import BPM_MODES, MAX_TAKES
 from stage.errors import StageError
@@ -213,8 +213,8 @@ def build_page(studio: Studio):
 
         # Generation holds the model: the queue's default limit (--concurrency). Session edits and
         # views are quick and share a wider limit, so they never wait behind a long generation.
-        heavy = dict(concurrency_limit="default")
-        light = dict(concurrency_limit=max(4, c.concurrency), concurrency_id="session")
+        heavy: dict[str, Any] = dict(concurrency_limit="default")
+        light: dict[str, Any] = dict(concurrency_limit=max(4, c.concurrency), concurrency_id="session")
         create.click(on_create, [upload, new_name, stem], [session, *view_outputs], **light)
         session.input(on_open, [session, stem], view_outputs, **light)
         stem.input(on_open, [session, stem], view_outputs, **light)

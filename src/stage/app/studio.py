@@ -190,6 +190,7 @@ class Studio:
                                                                                         "generating"), extra=meta)
         ctx = result.takeset.context
         if ctx.beats is not None:
+            assert ctx.bpm is not None and ctx.beats_per_bar is not None and ctx.downbeats is not None  # a grid has all three
             self.grids[session.folder.name] = Tempo(float(ctx.bpm), int(ctx.beats_per_bar), float(ctx.offset or 0.0),
                                                     ctx.beats, ctx.downbeats, ctx.tracker or "metronome")
         report(1.0, "done")
@@ -276,7 +277,7 @@ class Studio:
         ids = [t.id for t in takes]
         if selected not in ids:
             fresh = [t.id for t in takes if not t.rejected and t.accepted_in is None]
-            selected = (fresh or ids or [None])[-1]
+            selected = fresh[-1] if fresh else (ids[-1] if ids else None)
         take_lane = take_mix = None
         if selected is not None:
             t = session.find_take(selected)
