@@ -30,6 +30,7 @@ from stage.app.form import BPM_MODES, MAX_TAKES, take_settings  # noqa: F401  (B
 from stage.app.uploads import load_upload
 from stage.app.waveform import COLORS, render_waveform  # noqa: F401  (re-exported: the studio's pictures)
 from stage.app.workspace import Workspace, export_zip, name_from_file
+from stage.data.beats import BeatGrid
 from stage.errors import StageError
 
 
@@ -66,22 +67,6 @@ class StudioConfig:
             raise StageError(f"--queue-size must be in 1..10000, got {self.queue_size}")
         if not 0 <= self.port <= 65535:
             raise StageError(f"--port must be in 0..65535, got {self.port}")
-
-
-@dataclass
-class Tempo:
-    """A beat grid for a song: seconds from its start; source says where it came from."""
-
-    bpm: float
-    beats_per_bar: int
-    offset: float
-    beats: np.ndarray
-    downbeats: np.ndarray
-    source: str
-
-    def describe(self) -> str:
-        return (f"{self.bpm:.1f} BPM, {self.beats_per_bar} beats per bar, first downbeat at {self.offset:.2f} s "
-                f"({self.source})")
 
 
 @dataclass
@@ -122,7 +107,7 @@ class Studio:
     models: dict = field(default_factory=dict)
     owns_work_dir: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
-    grids: dict[str, Tempo] = field(default_factory=dict)
+    grids: dict[str, BeatGrid] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: StudioConfig, model=None) -> Studio:
@@ -191,8 +176,8 @@ class Studio:
         ctx = result.takeset.context
         if ctx.beats is not None:
             assert ctx.bpm is not None and ctx.beats_per_bar is not None and ctx.downbeats is not None  # a grid has all three
-            self.grids[session.folder.name] = Tempo(float(ctx.bpm), int(ctx.beats_per_bar), float(ctx.offset or 0.0),
-                                                    ctx.beats, ctx.downbeats, ctx.tracker or "metronome")
+            self.grids[session.folder.name] = BeatGrid(ctx.beats, ctx.downbeats, float(ctx.bpm), int(ctx.beats_per_bar),
+                                                       ctx.tracker or "metronome")
         report(1.0, "done")
         return result
 
@@ -216,18 +201,17 @@ class Studio:
         with self.workspace.locked(name) as session:
             return session.use_version(str(version).split(":")[0])
 
-    def track(self, name: str, beats_per_bar: int | None = None) -> Tempo:
+    def track(self, name: str, beats_per_bar: int | None = None) -> BeatGrid:
         """Track the beats of the session's current mix; the grid is drawn on the lanes."""
         from stage.data.beats import track_beats
 
         session = self.workspace.open(name)
         meters = (int(beats_per_bar),) if beats_per_bar else (3, 4)
         grid = track_beats(session.load_current_mix(), session.state.sample_rate, beats_per_bar=meters)
-        tempo = Tempo(grid.bpm, grid.beats_per_bar, grid.offset, grid.beats, grid.downbeats, grid.source)
-        self.grids[session.folder.name] = tempo
-        return tempo
+        self.grids[session.folder.name] = grid
+        return grid
 
-    def set_tempo(self, name: str, bpm: float, beats_per_bar: int = 4, offset: float = 0.0) -> Tempo:
+    def set_tempo(self, name: str, bpm: float, beats_per_bar: int = 4, offset: float = 0.0) -> BeatGrid:
         """Use a typed metronome grid for the session's lanes."""
         from stage.data.metronome import metronome_times
 
@@ -236,7 +220,7 @@ class Studio:
             raise StageError("type a BPM")
         bpb, offset = int(beats_per_bar or 4), float(offset or 0.0)
         beats, downbeats = metronome_times(float(bpm), bpb, session.state.samples / session.state.sample_rate, offset)
-        tempo = Tempo(float(bpm), bpb, offset, beats, downbeats, "typed")
+        tempo = BeatGrid(beats, downbeats, float(bpm), bpb, "typed")
         self.grids[session.folder.name] = tempo
         return tempo
 
@@ -316,7 +300,7 @@ def _status(take) -> str:
     return "not accepted" if take.accepted_in is None else f"accepted in v{take.accepted_in}"
 
 
-def take_grid(folder: Path, rel: str) -> Tempo | None:
+def take_grid(folder: Path, rel: str) -> BeatGrid | None:
     """The beat grid a take was generated against (from its sidecar), or None (mix context, or
     not a take)."""
     import json
@@ -328,9 +312,8 @@ def take_grid(folder: Path, rel: str) -> Tempo | None:
         return None
     if "beats" not in ctx:
         return None
-    return Tempo(float(ctx.get("bpm", 0.0)), int(ctx.get("beats_per_bar") or 4), float(ctx.get("offset") or 0.0),
-                 np.asarray(ctx["beats"], float), np.asarray(ctx.get("downbeats", []), float),
-                 ctx.get("tracker") or ctx.get("mode", "take"))
+    return BeatGrid(np.asarray(ctx["beats"], float), np.asarray(ctx.get("downbeats", []), float), float(ctx.get("bpm", 0.0)),
+                    int(ctx.get("beats_per_bar") or 4), ctx.get("tracker") or ctx.get("mode", "take"))
 
 
 def load_studio_model(source: str, device: str = "auto"):

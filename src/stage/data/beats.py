@@ -29,7 +29,8 @@ MIN_BEATS = 2
 class BeatGrid:
     """Beat and downbeat times in seconds, the median tempo and the detected meter.
 
-    source: "madmom" or "librosa" (which tracker produced it).
+    source: where it came from: "madmom" or "librosa" (the tracker), "stage-band" (a score),
+    "typed" or "metronome" (a grid the user gave), a take's context mode.
     """
 
     beats: np.ndarray
@@ -43,6 +44,10 @@ class BeatGrid:
         """Time of the first downbeat (or beat)."""
         first = self.downbeats if len(self.downbeats) else self.beats
         return float(first[0]) if len(first) else 0.0
+
+    def describe(self) -> str:
+        """The grid in words: "100.0 BPM, 3 beats per bar, first downbeat at 0.20 s (madmom)"."""
+        return f"{self.bpm:.1f} BPM, {self.beats_per_bar} beats per bar, first downbeat at {self.offset:.2f} s ({self.source})"
 
     def to_dict(self) -> dict:
         return {"beats": [round(float(t), 4) for t in self.beats], "downbeats": [round(float(t), 4) for t in self.downbeats],
