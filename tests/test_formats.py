@@ -64,6 +64,8 @@ def test_band_songs_with_a_foreign_or_newer_meta_are_rendered_again(tmp_path):
     for over in ({"version": band.VERSION + 1}, {"format": "other"}, {"version": "1"}):
         (tmp_path / "meta.json").write_text(json.dumps({**meta, **over}))
         assert band.read_meta(tmp_path) is None
+    (tmp_path / "meta.json").write_text("[]")  # not a JSON object
+    assert band.read_meta(tmp_path) is None
 
 
 def test_stage_checkpoints_follow_the_policy(tmp_path, tiny_model):

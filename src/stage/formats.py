@@ -34,3 +34,10 @@ def check_format(
     if found_version > version:
         raise error(f"{where}: {what} version {found_version} is newer than this stage supports ({version}); upgrade stage")
     return found_version
+
+
+def check_header(data: object, **kw) -> int:
+    """`check_format` on a JSON object's "format" and "version" keys (anything but an object is a
+    foreign file). kw: check_format's keywords."""
+    header = data if isinstance(data, dict) else {}
+    return check_format(header.get("format"), header.get("version"), **kw)

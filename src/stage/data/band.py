@@ -34,7 +34,7 @@ import numpy as np
 
 from stage.errors import StageError
 from stage.files import atomic_write, atomic_write_text
-from stage.formats import check_format
+from stage.formats import check_header
 
 FORMAT = "stage-band"
 VERSION = 1
@@ -263,12 +263,10 @@ def read_meta(folder: Path) -> dict | None:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict):
-        return None
     try:
-        check_format(meta.get("format"), meta.get("version"), expected=FORMAT, version=VERSION, where=folder, what="band song")
+        check_header(meta, expected=FORMAT, version=VERSION, where=folder, what="band song")
     except StageError:
-        return None  # a foreign or newer meta.json: the song is rendered again
+        return None  # a foreign, non-object or newer meta.json: the song is rendered again
     files = list((meta.get("stems") or {}).values()) + [meta.get("mix")]
     if not all(isinstance(f, str) and (folder / f).is_file() for f in files):
         return None

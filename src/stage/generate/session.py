@@ -22,7 +22,7 @@ import numpy as np
 from stage.audio import as_channels_first, check_rate, fit_length, load_audio, save_audio
 from stage.errors import AudioError, StageError
 from stage.files import check_free, ensure_writable_dir, exclusive_lock, write_json
-from stage.formats import check_format
+from stage.formats import check_header
 from stage.generate.naming import format_bpm, take_name, take_paths
 from stage.generate.render import Progress, TakeSet, headroom_gain, mix_with_headroom, render_takes
 from stage.generate.takefiles import WrittenTake, write_takes
@@ -94,10 +94,7 @@ class SessionState:
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> SessionState:
-        if not isinstance(data, dict):
-            data = {}
-        check_format(data.get("format"), data.get("version"), expected=SESSION_FORMAT, version=SESSION_VERSION,
-                     where=where, what="stage session file")
+        check_header(data, expected=SESSION_FORMAT, version=SESSION_VERSION, where=where, what="stage session file")
         try:
             return cls(
                 sample_rate=int(data["sample_rate"]), channels=int(data["channels"]), samples=int(data["samples"]),

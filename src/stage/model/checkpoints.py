@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from stage.errors import CheckpointError, ConfigError
-from stage.formats import check_format
+from stage.formats import check_header
 from stage.model.config import T5_BASE, CodecConfig, LMConfig, StageConfig, TextConfig, preset
 from stage.model.key_rules import AUDIOCRAFT_KEYS, AUTHORS_KEYS, HF_KEYS, audiocraft_encodec_to_hf, read_proj, remap, strip_prefix
 from stage.model.lm import StageLM
@@ -281,10 +281,8 @@ def load_stage_checkpoint(folder: Path, codec: str | None = None, text: str | No
         meta = json.loads((folder / CONFIG_FILE).read_text())
     except ValueError as err:
         raise CheckpointError(f"{folder / CONFIG_FILE}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict):
-        meta = {}
-    check_format(meta.get("format"), meta.get("version"), expected=FORMAT_NAME, version=FORMAT_VERSION,
-                 where=folder / CONFIG_FILE, what="stage checkpoint", error=CheckpointError)
+    check_header(meta, expected=FORMAT_NAME, version=FORMAT_VERSION, where=folder / CONFIG_FILE, what="stage checkpoint",
+                 error=CheckpointError)
     try:
         config = StageConfig.from_dict(meta.get("config", {}))
     except ConfigError as err:

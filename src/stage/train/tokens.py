@@ -32,7 +32,7 @@ import numpy as np
 from stage.data.example import CONTEXT_KINDS, TokenExample
 from stage.errors import StageError
 from stage.files import atomic_write, atomic_write_text
-from stage.formats import check_format
+from stage.formats import check_header
 
 FORMAT_NAME = "stage-tokens"
 FORMAT_VERSION = 1
@@ -191,10 +191,7 @@ def read_index(folder: str | os.PathLike) -> dict:
         index = json.loads(path.read_text())
     except (ValueError, OSError) as err:
         raise StageError(f"{path}: unreadable ({err})") from None
-    if not isinstance(index, dict):
-        index = {}
-    check_format(index.get("format"), index.get("version"), expected=FORMAT_NAME, version=FORMAT_VERSION,
-                 where=path, what="stage token index")
+    check_header(index, expected=FORMAT_NAME, version=FORMAT_VERSION, where=path, what="stage token index")
     for key in ("num_codebooks", "codebook_size", "frame_rate", "examples"):
         if not isinstance(index.get(key), int) or index[key] < 0:
             raise StageError(f"{path}: missing or bad {key!r}")
