@@ -77,9 +77,7 @@ def probe_writable(folder: str | os.PathLike[str]) -> None:
 
 def write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
     """Atomic JSON write (temp file + rename); refuses to replace a file unless `overwrite`."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise StageError(f"{path}: already exists (use --force to overwrite)")
+    check_free([path], overwrite)
     return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
