@@ -84,7 +84,7 @@ def from_pretrained(cls, source: str, what: str, **kwargs):
         return cls.from_pretrained(source, local_files_only=True, **kwargs)
     except load_errors():
         pass  # not in the cache (an OSError), or a broken cached copy: the hub attempt says which
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if hub_offline():
         raise OfflineError(
             f"{what} {source!r} is not in the local cache and HF_HUB_OFFLINE is set; download it on a "
             f"machine with network (`huggingface-cli download {source}`) or pass a local directory"
@@ -98,6 +98,11 @@ def from_pretrained(cls, source: str, what: str, **kwargs):
                 f"machine with network (`huggingface-cli download {source}`) or pass a local directory"
             ) from None
         raise CheckpointError(f"cannot load {what} from {source!r}: {_first_line(err)}") from None
+
+
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE asks for the local cache only (any value but 0 / false / empty)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
 def load_errors() -> tuple[type[Exception], ...]:
@@ -175,7 +180,7 @@ def hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
     except (OSError, ValueError):
         pass  # not cached (LocalEntryNotFoundError) or a bad repo id (HFValidationError): the hub attempt says which
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if hub_offline():
         raise OfflineError(f"{repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
