@@ -118,7 +118,10 @@ def build_page(studio: Studio):
 
         view_outputs = [status, version, *[x for lane in lanes for x in lane], table, take, take_title, take_image,
                         take_alone, take_mix]
-        form = [prompt, bpm_mode, bpm, beats_per_bar, offset, takes, cfg, temperature, top_k, top_p, seed]
+        # the generate form: `take_settings` keyword -> its component (the handlers get the values in this order)
+        fields = dict(prompt=prompt, bpm_mode=bpm_mode, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset, takes=takes,
+                      cfg=cfg, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        form = list(fields.values())
 
         def show(view: SessionView | None) -> list:
             if view is None:
@@ -142,9 +145,7 @@ def build_page(studio: Studio):
             return show(studio.view(name, stem_v, selected) if name else None)
 
         def form_values(values) -> dict:
-            names = ["prompt", "bpm_mode", "bpm", "beats_per_bar", "offset", "takes", "cfg", "temperature", "top_k",
-                     "top_p", "seed"]
-            return dict(zip(names, values))
+            return dict(zip(fields, values))
 
         @guard
         def on_create(upload_v, name_v, stem_v):
