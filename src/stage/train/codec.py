@@ -82,6 +82,11 @@ class CodecTrainConfig:
     mel_weight: float = 1.0
     commit_weight: float = 0.25
     mel_windows: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
+    # Extra scales whose mel filters stop at low_mel_fmax: the full-band scales give the bass
+    # (40-250 Hz) two or three of their 64 bands, so a codec trained on them alone drops it.
+    low_mel_windows: tuple[int, ...] = ()
+    low_mel_fmax: float = 500.0
+    low_mel_bins: int = 24
     ema_decay: float = 0.99
     kmeans_iters: int = 10
     kmeans_batches: int = 8
@@ -95,6 +100,7 @@ class CodecTrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(str(d) for d in self.data))
         object.__setattr__(self, "mel_windows", tuple(int(w) for w in self.mel_windows))
+        object.__setattr__(self, "low_mel_windows", tuple(int(w) for w in self.low_mel_windows))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         self.validate()
 
@@ -124,6 +130,12 @@ class CodecTrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if not self.mel_windows or any(w < 16 for w in self.mel_windows + self.low_mel_windows):
+            raise ConfigError("mel_windows needs at least one window, and every window must be >= 16 samples")
+        if self.low_mel_windows and not (0 < self.low_mel_fmax <= self.sample_rate / 2):
+            raise ConfigError(f"low_mel_fmax must be in (0, {self.sample_rate // 2}] Hz, got {self.low_mel_fmax}")
+        if self.low_mel_windows and (not isinstance(self.low_mel_bins, int) or self.low_mel_bins < 1):
+            raise ConfigError(f"low_mel_bins must be a positive integer, got {self.low_mel_bins!r}")
         if self.precision not in ("32-true", "bf16-mixed"):
             raise ConfigError(f"precision must be 32-true or bf16-mixed, got {self.precision!r}")
 
@@ -222,35 +234,44 @@ class AudioCrops(torch.utils.data.IterableDataset):
 class MultiScaleMel(torch.nn.Module):
     """EnCodec's multi-scale mel loss (EnCodec §3.4) plus a log-mel L1 (DAC §3.4).
 
-    For each window w: STFT (Hann, hop w / 4), mel with min(64, w / 8) bins (fewer would leave empty low filters) (librosa's Slaney
-    filters); loss = L1(mel) + L2(mel) + L1(log10 mel), averaged over scales.
+    For each window w: STFT (Hann, hop w / 4), mel with min(64, w / 8) bins (fewer would leave empty
+    low filters; librosa's Slaney filters); loss = L1(mel) + L2(mel) + L1(log10 mel), averaged over
+    scales. `low_windows` add scales of the same form whose `low_bins` filters span 0..`low_fmax`
+    only, so the low end gets a share of the loss of its own (our addition; see CodecTrainConfig).
     """
 
-    def __init__(self, sample_rate: int, windows: tuple[int, ...]):
+    def __init__(self, sample_rate: int, windows: tuple[int, ...], low_windows: tuple[int, ...] = (),
+                 low_fmax: float = 500.0, low_bins: int = 24):
         super().__init__()
         import librosa
 
+        self.scales: list[str] = []
+        bands = [(w, min(64, w // 8), None) for w in windows]
+        bands += [(w, low_bins, float(low_fmax)) for w in low_windows]
+        for w, n_mels, fmax in bands:
+            name = f"{w}" if fmax is None else f"{w}low"
+            fb = librosa.filters.mel(sr=sample_rate, n_fft=w, n_mels=n_mels, fmax=fmax)
+            self.register_buffer(f"fb{name}", torch.from_numpy(fb).float(), persistent=False)
+            self.register_buffer(f"win{name}", torch.hann_window(w), persistent=False)
+            self.scales.append(name)
         self.windows = tuple(windows)
-        for w in self.windows:
-            fb = librosa.filters.mel(sr=sample_rate, n_fft=w, n_mels=min(64, w // 8))
-            self.register_buffer(f"fb{w}", torch.from_numpy(fb).float(), persistent=False)
-            self.register_buffer(f"win{w}", torch.hann_window(w), persistent=False)
 
-    def mel(self, x: Tensor, w: int) -> Tensor:
-        """x: [B, N] -> [B, mels, frames]."""
-        spec = torch.stft(x.float(), n_fft=w, hop_length=w // 4, window=getattr(self, f"win{w}"),
-                          return_complex=True).abs()
+    def mel(self, x: Tensor, w: int | str) -> Tensor:
+        """x: [B, N] -> [B, mels, frames]. w: a window length, or a scale name ("4096low")."""
+        window = getattr(self, f"win{w}")
+        n = window.numel()
+        spec = torch.stft(x.float(), n_fft=n, hop_length=n // 4, window=window, return_complex=True).abs()
         return getattr(self, f"fb{w}") @ spec
 
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """y (reconstruction), x (target): [B, 1, N] -> scalar."""
         total: Tensor | float = 0.0
-        for w in self.windows:
-            my, mx = self.mel(y[:, 0], w), self.mel(x[:, 0], w)
+        for name in self.scales:
+            my, mx = self.mel(y[:, 0], name), self.mel(x[:, 0], name)
             total = total + F.l1_loss(my, mx) + F.mse_loss(my, mx).sqrt()
             total = total + F.l1_loss(torch.log10(my.clamp_min(1e-5)), torch.log10(mx.clamp_min(1e-5)))
-        assert isinstance(total, Tensor)  # there is at least one window
-        return total / len(self.windows)
+        assert isinstance(total, Tensor)  # there is at least one scale
+        return total / len(self.scales)
 
 
 @functools.lru_cache(maxsize=4)
@@ -417,7 +438,8 @@ class CodecModule(L.LightningModule):
         torch.manual_seed(config.seed)
         self.model = EncodecModel(config.encodec_config())
         init_seanet(self.model, torch.Generator().manual_seed(config.seed))
-        self.mel = MultiScaleMel(config.sample_rate, config.mel_windows)
+        self.mel = MultiScaleMel(config.sample_rate, config.mel_windows, config.low_mel_windows,
+                                 config.low_mel_fmax, config.low_mel_bins)
         self.rvq = EmaRVQ(self.model.quantizer, config.num_codebooks, config.ema_decay, config.dead_fraction,
                           config.seed + 1)
         self.init_batch = init_batch
