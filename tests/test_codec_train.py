@@ -126,3 +126,35 @@ def test_an_existing_run_is_never_replaced_without_force(tmp_path, capsys):
     assert main(["train-codec", "--data", str(tmp_path / "songs"), "--out", str(tmp_path / "run")]) == 2
     assert "--resume" in capsys.readouterr().err
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+
+
+def _tone(hz: float, amplitude: float, sr: int = 32_000) -> torch.Tensor:
+    t = torch.arange(sr) / sr
+    return amplitude * torch.sin(2 * torch.pi * hz * t)
+
+
+def test_low_band_mel_scales_make_a_missing_bass_cost_more():
+    from stage.train.codec import MultiScaleMel
+
+    bass, high = _tone(55, 0.5), _tone(1500, 0.1)
+    target = (bass + high)[None, None]
+    no_bass, no_high = high[None, None], bass[None, None]
+    full = MultiScaleMel(32_000, (64, 128, 256, 512, 1024, 2048))
+    low = MultiScaleMel(32_000, (64, 128, 256, 512, 1024, 2048), low_windows=(2048, 4096))
+    assert low.scales[-2:] == ["2048low", "4096low"]
+    # Dropping the bass costs much more with the low-band scales; dropping the 1.5 kHz line does not.
+    assert float(low(no_bass, target)) > 2 * float(full(no_bass, target))
+    assert float(low(no_high, target)) <= float(full(no_high, target))
+    assert float(low(target, target)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"low_mel_windows": [8]}, "every window must be >= 16"),
+    ({"low_mel_windows": [2048], "low_mel_fmax": 20_000.0}, "low_mel_fmax must be in"),
+    ({"low_mel_windows": [2048], "low_mel_bins": 0}, "low_mel_bins must be a positive integer"),
+])
+def test_low_band_options_are_validated(options, message):
+    from stage.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        CodecTrainConfig(data=("x",), **options)
