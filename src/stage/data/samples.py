@@ -58,11 +58,13 @@ from stage.data.example import AudioExample
 from stage.data.manifest import Manifest, SongRecord, StemFile, load_manifest
 from stage.data.metronome import render_clicks
 from stage.errors import AudioError, ConfigError, StageError
+from stage.model.registry import STEMS
 
 log = logging.getLogger(__name__)
 
-# §6.5: the stems the authors used as context (drums is dropped when it is the target).
-DEFAULT_CONTEXT_STEMS = ("drums", "bass", "guitar", "keyboard", "piano", "strings", "other")
+# §6.5: the stems the authors used as context (the target is dropped from them): the stems STAGE
+# generates, one vocabulary with `stage generate --stem`.
+DEFAULT_CONTEXT_STEMS = STEMS
 
 
 @dataclass(frozen=True)
