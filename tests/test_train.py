@@ -470,6 +470,14 @@ def test_a_fake_dataset_goes_through_prepare_and_train(fmt, moises_manifest, tmp
     assert any(r.get("val/loss") for r in rows) and any(r.get("train/loss") for r in rows)
 
 
+def test_tokenize_names_a_bad_sample_option(tmp_path, capsys):
+    argv = ["tokenize", str(tmp_path / "manifest"), "--stem", "drums", "--out", str(tmp_path / "tokens")]
+    for extra in (["--per-song", "1", "--sample", "window_seconds=abc"], ["--examples", "2", "--sample", "window=3"]):
+        err = one_line_error(capsys, argv + extra)
+        assert ("sample config key 'window'" if "window=3" in extra else "window_seconds must be a number") in err
+    assert not (tmp_path / "tokens").exists()
+
+
 def test_tokenize_writes_what_the_trainer_would_encode(moises_manifest, tiny_model, tmp_path, capsys):
     from stage.data.samples import SampleConfig, StemDataset
 
