@@ -135,3 +135,12 @@ def test_bad_roots_and_layouts_are_clear_errors(tmp_path):
         list_songs(root, "medleydb")
     with pytest.raises(ConfigError, match="only applies to --format folder"):
         list_songs(root, "musdb", stem_map={"kick": "drums"})
+
+
+def test_the_stems_stage_generates_are_canonical_dataset_stems():
+    from stage.data.datasets import CANONICAL_STEMS
+    from stage.data.samples import DEFAULT_CONTEXT_STEMS
+    from stage.model.registry import STEMS
+
+    assert set(STEMS) <= set(CANONICAL_STEMS) and "vocals" not in STEMS
+    assert DEFAULT_CONTEXT_STEMS is STEMS  # one vocabulary for `stage generate --stem` and the training contexts

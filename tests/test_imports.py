@@ -10,9 +10,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = SRC / "stage"
 
 # Layers, lowest first; a package may import its own layer or lower ones only. Top-level helper
-# modules (errors, files, audio, devices, text) sit below everything that uses them.
+# modules (errors, files, formats, configs, audio, devices, text) sit below everything that uses them.
 LAYERS = [
-    {"stage.errors", "stage.files", "stage.formats"},
+    {"stage.errors", "stage.files", "stage.formats", "stage.configs"},
     {"stage.audio", "stage.devices"},
     {"stage.text", "stage.tokens"},
     {"stage.model"},

@@ -297,8 +297,8 @@ def test_mini_train_configs_parse(stem):
     # The on-the-fly alternative written in the header parses to the same recipe.
     header = [ln.strip("# ").strip() for ln in path.read_text().splitlines() if "data.sample={" in ln][0]
     stems = load_config(path, ["data.kind=stems", "data.train=x", "data.val=null", header.strip('"')])
-    sample = SampleConfig.from_dict(stems.data.sample)
-    assert stems.data.kind == "stems" and sample.target_stem == stem
+    sample = stems.data.sample
+    assert isinstance(sample, SampleConfig) and stems.data.kind == "stems" and sample.target_stem == stem
     assert (sample.window_seconds, sample.min_context_seconds, sample.max_context_seconds) == (5.0, 5.0, 5.0)
     assert sample.metronome_prob == (0.5 if stem == "drums" else 0.0)
 

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import make_shift_tokens
 
 import stage
 from stage.cli import main
 from stage.data.example import AudioExample, TokenExample
+from stage.data.samples import SampleConfig
 from stage.errors import ConfigError, StageError
 from stage.tokens import PAD_ID
 from stage.train.config import TrainConfig, load_config
@@ -75,9 +77,9 @@ def test_config_files_load_with_the_authors_recipe():
     assert (drums.trainer.batch_size, drums.trainer.accumulate, drums.trainer.clip_value) == (2, 4, 1.0)
     assert drums.trainer.clip_algorithm == "value" and drums.trainer.precision == "auto"
     assert (drums.dropout.context, drums.dropout.text, drums.dropout.word) == (0.1, 0.5, 0.3)
-    assert drums.data.sample["target_stem"] == "drums" and drums.model.init == "musicgen-small"
+    assert drums.data.sample.target_stem == "drums" and drums.model.init == "musicgen-small"
     bass = load_config(ROOT / "configs" / "bass.yaml")
-    assert bass.data.sample["target_stem"] == "bass" and bass.trainer.max_steps == 57_500
+    assert bass.data.sample.target_stem == "bass" and bass.trainer.max_steps == 57_500
     assert load_config(TINY).model.init == "tiny"
     # The dataclass defaults are the recipe too.
     d = TrainConfig()
@@ -88,7 +90,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
     c = load_config(TINY, ["optim.lr=2e-4", "optim.betas=[0.8, 0.9]", "trainer.devices=2", "model.lm.dim=32",
                            "trainer.clip_value=null", "data.kind=stems", "data.sample.target_stem=bass"])
     assert c.optim.lr == 2e-4 and c.optim.betas == (0.8, 0.9) and c.trainer.devices == 2
-    assert c.model.lm.dim == 32 and c.trainer.clip_value is None and c.data.sample == {"target_stem": "bass"}
+    assert c.model.lm.dim == 32 and c.trainer.clip_value is None and c.data.sample == SampleConfig("bass")
     assert TrainConfig.from_dict(c.to_dict()) == c  # what train.yaml stores reads back identically
 
 
@@ -117,6 +119,32 @@ def test_bad_config_values_name_the_key(override, message):
 def test_model_stem_and_sample_target_must_agree():
     with pytest.raises(ConfigError, match="model.stem is 'bass' but data.sample.target_stem is 'drums'"):
         load_config(TINY, ["model.stem=bass", "data.kind=stems", "data.sample.target_stem=drums"])
+
+
+def test_data_sample_is_a_typed_sample_config_that_round_trips_through_yaml(tmp_path):
+    c = load_config(TINY, ["data.kind=stems", "data.sample.target_stem=bass", "data.sample.speed_range=[0.9, 1.1]",
+                           "data.sample.context_stems=[drums, piano]", "data.sample.window_seconds=4",
+                           "data.sample.min_context_seconds=2", "data.sample.max_context_seconds=4"])
+    assert c.data.sample == SampleConfig("bass", window_seconds=4.0, min_context_seconds=2.0, max_context_seconds=4.0,
+                                         speed_range=(0.9, 1.1), context_stems=("drums", "piano"))
+    path = tmp_path / "train.yaml"
+    path.write_text(c.to_yaml())  # what a run folder keeps, and what --resume reads
+    assert load_config(path) == c
+    # target_stem defaults to model.stem; a bad value names its key.
+    assert load_config(TINY, ["model.stem=drums", "data.kind=stems", "data.sample.metronome_prob=0"]).data.sample == \
+        SampleConfig("drums", metronome_prob=0.0)
+    with pytest.raises(ConfigError, match=r"^data\.sample needs target_stem$"):
+        load_config(TINY, ["data.kind=stems", "data.sample.metronome_prob=0"])
+    with pytest.raises(ConfigError, match=r"^data\.sample\.pitch_range\[0\] must be an integer"):
+        load_config(TINY, ["data.kind=stems", "data.sample.target_stem=bass", "data.sample.pitch_range=[x, 2]"])
+    with pytest.raises(ConfigError, match=r"^data\.sample: metronome_prob must be a probability"):
+        load_config(TINY, ["data.kind=stems", "data.sample.target_stem=bass", "data.sample.metronome_prob=2"])
+    # A tokens run's train.yaml from before the typed section says `sample: {}`: no sample options.
+    old = c.to_dict()
+    old["model"]["stem"] = "drums"
+    old["data"].update(kind="tokens", sample={})
+    path.write_text(yaml.safe_dump(old))
+    assert load_config(path).data.sample is None
 
 
 def test_config_file_errors(tmp_path):
@@ -440,6 +468,14 @@ def test_a_fake_dataset_goes_through_prepare_and_train(fmt, moises_manifest, tmp
     with open(sorted((out / "logs").glob("version_*"))[-1] / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert any(r.get("val/loss") for r in rows) and any(r.get("train/loss") for r in rows)
+
+
+def test_tokenize_names_a_bad_sample_option(tmp_path, capsys):
+    argv = ["tokenize", str(tmp_path / "manifest"), "--stem", "drums", "--out", str(tmp_path / "tokens")]
+    for extra in (["--per-song", "1", "--sample", "window_seconds=abc"], ["--examples", "2", "--sample", "window=3"]):
+        err = one_line_error(capsys, argv + extra)
+        assert ("sample config key 'window'" if "window=3" in extra else "window_seconds must be a number") in err
+    assert not (tmp_path / "tokens").exists()
 
 
 def test_tokenize_writes_what_the_trainer_would_encode(moises_manifest, tiny_model, tmp_path, capsys):

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 class TextCondition:
     """Projected text states for cross-attention.
 
-    states: [B, N, D] (already multiplied by the mask). mask: [B, N] bool, True = real token.
+    states: [B, L, D] (L text tokens; already multiplied by the mask). mask: [B, L] bool, True =
+    real token.
     A row with no True entry is a null condition.
     """
 
@@ -98,7 +99,7 @@ class TextConditioner(nn.Module):
         return self.proj.out_features
 
     def tokenize(self, prompts: Sequence[str | None]) -> tuple[Tensor, Tensor]:
-        """Token ids and mask [B, N]; None and "" rows get an all-False mask."""
+        """Token ids and mask [B, L]; None and "" rows get an all-False mask."""
         texts = ["" if p is None else str(p) for p in prompts]
         batch = self.tokenizer(texts, padding=True, return_tensors="pt")
         ids, mask = batch["input_ids"], batch["attention_mask"].bool()
@@ -112,13 +113,13 @@ class TextConditioner(nn.Module):
         return ids, mask
 
     def forward(self, prompts: Sequence[str | None]) -> TextCondition:
-        """prompts: B strings (None or "" = no text). Returns states [B, N, D], mask [B, N]."""
+        """prompts: B strings (None or "" = no text). Returns states [B, L, D], mask [B, L]."""
         device = self.proj.weight.device
         ids, mask = self.tokenize(prompts)
         ids, mask = ids.to(device), mask.to(device)
         with torch.no_grad(), torch.autocast(device.type, enabled=False):
             hidden = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state.float()
-        states = self.proj(hidden.to(self.proj.weight.dtype))  # [B, N, D]
+        states = self.proj(hidden.to(self.proj.weight.dtype))  # [B, L, D]
         states = states * mask[..., None].to(states.dtype)
         return TextCondition(states, mask)
 

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stage import configs
 from stage.audio import check_rate, fit_length, is_silent, resample
 from stage.data.augment import augment
 from stage.data.datasets import CANONICAL_STEMS
@@ -57,11 +58,13 @@ from stage.data.example import AudioExample
 from stage.data.manifest import Manifest, SongRecord, StemFile, load_manifest
 from stage.data.metronome import render_clicks
 from stage.errors import AudioError, ConfigError, StageError
+from stage.model.registry import STEMS
 
 log = logging.getLogger(__name__)
 
-# §6.5: the stems the authors used as context (drums is dropped when it is the target).
-DEFAULT_CONTEXT_STEMS = ("drums", "bass", "guitar", "keyboard", "piano", "strings", "other")
+# §6.5: the stems the authors used as context (the target is dropped from them): the stems STAGE
+# generates, one vocabulary with `stage generate --stem`.
+DEFAULT_CONTEXT_STEMS = STEMS
 
 
 @dataclass(frozen=True)
@@ -108,22 +111,12 @@ class SampleConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SampleConfig:
-        """Build from a mapping (a config file's section). Unknown keys are refused by name."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"sample config must be a mapping, got {type(data).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in names:
-                raise ConfigError(f"unknown sample config key {key!r} (known: {', '.join(names)})")
-        if "target_stem" not in data:
-            raise ConfigError("sample config needs target_stem (e.g. drums)")
-        return cls(**data)
+        """Build from a mapping (a config file's section). Unknown keys and wrong types are refused
+        by name (`stage.configs.from_dict`)."""
+        return configs.from_dict(cls, data, what="sample config")
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for name in ("context_stems", "speed_range", "pitch_range"):
-            data[name] = list(data[name])
-        return data
+        return configs.to_dict(self)
 
     @property
     def window_samples(self) -> int:

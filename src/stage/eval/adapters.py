@@ -299,7 +299,7 @@ class MertEmbedder(Embedder):
                 if piece.shape[0] < self.rate // 10 and parts:
                     break  # a tail under 0.1 s adds almost no frames
                 inputs = self.processor(piece, sampling_rate=self.rate, return_tensors="pt")
-                hidden = self.model(**inputs, output_hidden_states=True).hidden_states[self.layer]  # [1, T, D]
+                hidden = self.model(**inputs, output_hidden_states=True).hidden_states[self.layer]  # [1, MERT frames, hidden]
                 parts.append(hidden[0].float().numpy())
         frames = np.concatenate(parts, axis=0)
         per_second = frames.shape[0] / (y.shape[0] / self.rate)

@@ -111,7 +111,7 @@ def recognise_chords(audio: np.ndarray, sample_rate: int) -> list[ChordSpan]:
     """Chord spans of a mix with madmom's deep-chroma chord recogniser (major/minor/no-chord).
 
     Raises StageError when madmom (or its chord models) is not installed."""
-    from stage.data.beats import madmom_available
+    from stage.data.beats import MADMOM_RATE, madmom_available
 
     if not madmom_available():
         raise StageError("chord recognition needs madmom (pip install 'stage-music[beats]')")
@@ -122,7 +122,7 @@ def recognise_chords(audio: np.ndarray, sample_rate: int) -> list[ChordSpan]:
         raise StageError(f"madmom's chord recogniser is unavailable ({err})") from None
     from stage.audio import prepare
 
-    x = prepare(audio, sample_rate, 44_100)[0]  # madmom's chroma network runs at 44.1 kHz
+    x = prepare(audio, sample_rate, MADMOM_RATE)[0]  # madmom's chroma network runs at 44.1 kHz
     chroma = DeepChromaProcessor()(x)
     labels = DeepChromaChordRecognitionProcessor()(chroma)
     return [span for start, end, label in labels if (span := _span(float(start), float(end), str(label)))]

@@ -20,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from stage import configs
 from stage.errors import ConfigError
 from stage.tokens.config import ENCODEC_32KHZ, CodecConfig  # noqa: F401 (re-exported: model configs hold one)
 
@@ -181,41 +182,18 @@ class StageConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["lm"]["delays"] = list(self.lm.delays)
-        return data
+        return configs.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageConfig:
-        """Build from a dict (e.g. a checkpoint's JSON). Unknown keys are refused by name."""
+        """Build from a dict (e.g. a checkpoint's JSON). Unknown keys and wrong types are refused by
+        name (`stage.configs.from_dict`). Each section is built on its own, under its name ("unknown
+        config key lm.'x'"): its validate() already names its keys ("lm.dim must be ...")."""
         if not isinstance(data, dict):
             raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
         sections = {"lm": LMConfig, "codec": CodecConfig, "text": TextConfig}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in sections:
-                kwargs[key] = _build(sections[key], value, key)
-            elif key in ("name", "stem", "window_seconds"):
-                kwargs[key] = value
-            else:
-                raise ConfigError(f"unknown config key {key!r}")
-        return cls(**kwargs)
-
-
-def _build(kind: type, value: Any, prefix: str) -> Any:
-    if not isinstance(value, dict):
-        raise ConfigError(f"config section {prefix!r} must be a mapping, got {type(value).__name__}")
-    names = {f.name for f in dataclasses.fields(kind)}
-    for key in value:
-        if key not in names:
-            raise ConfigError(f"unknown config key {prefix}.{key!r}")
-    value = dict(value)
-    if "delays" in value:
-        value["delays"] = tuple(value["delays"])
-    try:
-        return kind(**value)
-    except TypeError as err:  # wrong value types that dataclass construction itself rejects
-        raise ConfigError(f"bad config section {prefix!r}: {err}") from None
+        built: dict[str, Any] = {k: configs.from_dict(sections[k], v, where=f"{k}.") for k, v in data.items() if k in sections}
+        return configs.from_dict(cls, {**data, **built})
 
 
 def _musicgen(dim: int, layers: int, heads: int, name: str) -> StageConfig:

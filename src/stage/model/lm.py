@@ -17,6 +17,9 @@ mask) and per-sample `positions` that restart at the first attended step (tokens
 it over whole sequences; the `Generator` (generate/generator.py) runs the same blocks through
 `hidden` with a static `KVCache` and a `CacheView` (model/kv_cache.py) that says where the new
 keys go and which key range each group of rows attends to (prefill, eager and static decode).
+
+Shapes: B rows, K codebooks, S delayed steps, D model width, H heads of Dh, V = codebook_size
+(the vocabulary of each head), L text tokens.
 """
 
 from __future__ import annotations
@@ -100,13 +103,13 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
 
     def project_kv(self, states: Tensor) -> tuple[Tensor, Tensor]:
-        """states: [B, N, D] -> keys, values [B, H, N, Dh] (computed once per generation)."""
-        B, N, D = states.shape
-        k, v = self.kv(states).view(B, N, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        """states: [B, L, D] -> keys, values [B, H, L, Dh] (computed once per generation)."""
+        B, L, D = states.shape
+        k, v = self.kv(states).view(B, L, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         return k, v
 
     def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """x: [B, S, D]; k, v: [B, H, N, Dh]; mask: [B, 1, 1, N] bool or None (all attend)."""
+        """x: [B, S, D]; k, v: [B, H, L, Dh]; mask: [B, 1, 1, L] bool or None (all attend)."""
         B, S, D = x.shape
         q = self.q(x).view(B, S, self.heads, D // self.heads).transpose(1, 2)  # [B, H, S, Dh]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -142,8 +145,8 @@ class Block(nn.Module):
         """x: [B, S, D] -> [B, S, D]; the one decoder block of training and generation.
 
         self_mask: see `SelfAttention.forward` (unused with a cache). cross_k, cross_v:
-        [B', H, N, Dh] text keys/values for rows `cross_rows` of x (None: all B rows) and
-        cross_mask [B', 1, 1, N] or None; cross_k None skips cross-attention, whose output is
+        [B', H, L, Dh] text keys/values for rows `cross_rows` of x (None: all B rows) and
+        cross_mask [B', 1, 1, L] or None; cross_k None skips cross-attention, whose output is
         exactly zero for a null text (§2.3: it attends to zero vectors). cache, view: this layer's
         static (k, v) buffers and where this forward meets them (model/kv_cache.py)."""
         x = x + self.dropout(self.self_attn(self.self_norm(x), self_mask, cache, view))
@@ -176,7 +179,7 @@ def cross_inputs(cond: TextCondition | None, batch: int, dim: int, like: Tensor)
 
     A row whose mask is all False (null or dropped text) attends to zero vectors instead, with
     the mask set True, so its cross-attention output is exactly zero. No condition at all means
-    one zero vector per row. Returns (states [B, N, D], mask [B, 1, 1, N] or None when all True).
+    one zero vector per row. Returns (states [B, L, D], mask [B, 1, 1, L] or None when all True).
     """
     if cond is None:
         return like.new_zeros(batch, 1, dim), None
@@ -279,7 +282,7 @@ class StageLM(nn.Module):
         return [blk.cross_attn.project_kv(states) for blk in self.layers()], mask
 
     def logits(self, x: Tensor) -> Tensor:
-        """Final norm and K heads: [B, S, D] -> [B, K, S, codebook_size]."""
+        """Final norm and K heads: [B, S, D] -> [B, K, S, V], V = codebook_size."""
         x = self.norm(x)
         return torch.stack([head(x) for head in self.heads], dim=1)
 
@@ -294,7 +297,7 @@ class StageLM(nn.Module):
 
         codes: [B, K, S] ids. cond: projected text (None = unconditional).
         attended: [B, S] bool key mask (None = attend to everything, plain MusicGen).
-        positions: [B, S] (None = 0..S-1). Returns logits [B, K, S, codebook_size]; the logit at
+        positions: [B, S] (None = 0..S-1). Returns logits [B, K, S, V]; the logit at
         step s predicts the token at step s + 1.
         """
         B, K, S = codes.shape

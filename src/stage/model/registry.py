@@ -31,9 +31,10 @@ from pathlib import Path
 
 from stage.errors import CheckpointError, StageError
 
-# The instruments STAGE's data pipeline knows (docs/method.md §6.5: drums, bass, guitar,
-# keyboard (`other_keys`), piano, strings (`bowed_strings`), other). Vocals were never a target or
-# a context stem in training, so they are not offered.
+# The instruments STAGE generates (docs/method.md §6.5: drums, bass, guitar, keyboard
+# (`other_keys`), piano, strings (`bowed_strings`), other), and the default context stems of
+# training (stage.data.samples). Vocals were never a target or a context stem in training, so they
+# are not offered. Every one is a canonical stem of the datasets (stage.data.datasets).
 STEMS = ("drums", "bass", "guitar", "keyboard", "piano", "strings", "other")
 
 MODELS_ENV = "STAGE_MODELS"

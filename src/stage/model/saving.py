@@ -5,6 +5,7 @@ Reading them is `stage.model.checkpoints.load_stage_checkpoint` (docs/method.md 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -16,7 +17,6 @@ from torch import Tensor
 
 from stage.errors import CheckpointError
 from stage.files import probe_writable
-from stage.model.config import CodecConfig, TextConfig
 from stage.model.sources import EMBEDDED
 
 FORMAT_NAME = "stage-checkpoint"
@@ -71,11 +71,11 @@ def save_checkpoint(
             hf_logging.disable_progress_bar()
             if config.codec.source not in BUNDLED:
                 model.codec.model.save_pretrained(str(tmp / "codec"))
-                config = config.replace(codec=CodecConfig(**{**config.codec.__dict__, "source": "codec"}))
+                config = config.replace(codec=dataclasses.replace(config.codec, source="codec"))
             if config.text.source not in BUNDLED or config.text.tokenizer not in BUNDLED:
                 model.text.encoder.save_pretrained(str(tmp / "text"))
                 model.text.tokenizer.save_pretrained(str(tmp / "text"))
-                config = config.replace(text=TextConfig(**{**config.text.__dict__, "source": "text", "tokenizer": "text"}))
+                config = config.replace(text=dataclasses.replace(config.text, source="text", tokenizer="text"))
         tensors = {f"lm.{k}": _store(v, dtype) for k, v in model.lm.state_dict().items()}
         tensors.update({f"text_proj.{k}": _store(v, None) for k, v in model.text.proj.state_dict().items()})
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})

@@ -154,7 +154,7 @@ def init_random_codebooks(model: EncodecModel, seed: int) -> None:
     signals = [torch.randn(sr, generator=g, dtype=torch.float64) * a for a in (0.01, 0.05, 0.2, 0.6)]
     signals += [0.5 * torch.sin(2 * torch.pi * f * t) for f in (55.0, 220.0, 880.0, 3520.0)]
     signals += [(torch.rand(sr, generator=g, dtype=torch.float64) < 0.002).double() * 0.8]
-    audio = torch.stack(signals)[:, None]  # [S, 1, N]
+    audio = torch.stack(signals)[:, None]  # [len(signals), 1, N]
     encoder = copy.deepcopy(model.encoder).double()
     residual = encoder(audio).transpose(1, 2).reshape(-1, dim)  # [frames, D]
     for layer in model.quantizer.layers:

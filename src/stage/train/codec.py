@@ -27,7 +27,6 @@ Shapes: audio [B, 1, N]; latents z [B, D, T] with T = N / hop; codes [K, B, T].
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -42,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stage import configs
 from stage.errors import ConfigError, StageError
 
 if TYPE_CHECKING:
@@ -150,15 +150,13 @@ class CodecTrainConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return configs.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecTrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown codec training option {unknown[0]!r}")
-        return cls(**data)
+        """Build from a mapping (a YAML file, train-codec.json); unknown keys and wrong types are
+        refused by name (`stage.configs.from_dict`)."""
+        return configs.from_dict(cls, data, what="codec training")
 
 
 # --------------------------------------------------------------------------- data
@@ -246,7 +244,7 @@ class MultiScaleMel(torch.nn.Module):
         import librosa
 
         self.scales: list[str] = []
-        bands = [(w, min(64, w // 8), None) for w in windows]
+        bands: list[tuple[int, int, float | None]] = [(w, min(64, w // 8), None) for w in windows]
         bands += [(w, low_bins, float(low_fmax)) for w in low_windows]
         for w, n_mels, fmax in bands:
             name = f"{w}" if fmax is None else f"{w}low"

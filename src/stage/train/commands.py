@@ -184,9 +184,9 @@ def run_tokenize(args: argparse.Namespace) -> int:
         raise StageError(f"--{'examples' if args.examples is not None else 'per-song'} must be >= 1, got {count}")
     sample = apply_overrides({}, args.sample)
     sample.setdefault("target_stem", args.stem)
-    if args.per_song is not None:  # the context is always the whole window there
-        window = float(sample.get("window_seconds", SampleConfig.window_seconds))
-        sample.setdefault("min_context_seconds", window)
+    window = sample.get("window_seconds", SampleConfig.window_seconds)
+    if args.per_song is not None and isinstance(window, (int, float)):  # the context is always the whole window
+        sample.setdefault("min_context_seconds", window)  # (a bad window_seconds is named by from_dict)
         sample.setdefault("max_context_seconds", window)
     config = SampleConfig.from_dict(sample)
     split = None if args.split == "all" else args.split

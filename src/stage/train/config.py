@@ -24,14 +24,14 @@ Sections (see configs/drums.yaml for a commented example):
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
+from stage import configs
+from stage.data.samples import SampleConfig
 from stage.errors import ConfigError
 
 DATA_KINDS = ("stems", "tokens")
@@ -80,9 +80,9 @@ class DataSection:
     """Training data.
 
     kind "stems": `train` is a manifest written by `stage prepare`; examples are cut on the fly
-      (§6.5) with the `sample` options (fields of `stage.data.samples.SampleConfig`) and encoded
-      by EnCodec on the training device. `val` is another manifest, or None for the manifest's
-      own validation split.
+      (§6.5) with the `sample` options (a `stage.data.samples.SampleConfig`; in a file, a mapping
+      of its fields whose target_stem defaults to model.stem) and encoded by EnCodec on the
+      training device. `val` is another manifest, or None for the manifest's own validation split.
     kind "tokens": `train` / `val` are folders of pre-tokenised shards (`stage tokenize`,
       `stage.train.tokens`); `val` None means no validation.
     train_samples: examples per pass over a stems dataset (the authors draw 10 000 per epoch);
@@ -93,7 +93,7 @@ class DataSection:
     kind: str = "stems"
     train: str = ""
     val: str | None = None
-    sample: dict = field(default_factory=dict)
+    sample: SampleConfig | None = None
     train_samples: int = 10_000
     val_samples: int = 24
     num_workers: int = 2
@@ -193,12 +193,10 @@ class TrainConfig:
             raise ConfigError(f"data.val_samples must be >= 0, got {d.val_samples}")
         if d.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
-        if d.sample:
-            _check_sample_keys(d.sample)
-        target = d.sample.get("target_stem")
+        target = d.sample.target_stem if d.sample is not None else None
         if m.stem and target and m.stem != target:
             raise ConfigError(f"model.stem is {m.stem!r} but data.sample.target_stem is {target!r}")
-        if d.sample and d.kind != "stems":
+        if d.sample is not None and d.kind != "stems":
             raise ConfigError("data.sample applies to data.kind 'stems' only (set data.kind=stems)")
         for name in ("context", "text", "word", "stem_tokens"):
             v = getattr(p, name)
@@ -249,9 +247,7 @@ class TrainConfig:
     # ------------------------------------------------------------------ (de)serialisation
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["optim"]["betas"] = list(self.optim.betas)
-        return data
+        return configs.to_dict(self)
 
     def to_yaml(self) -> str:
         import yaml
@@ -260,8 +256,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> TrainConfig:
-        """Build from nested mappings; unknown keys and wrong types are refused by name."""
-        return _build(cls, data, "")
+        """Build from nested mappings; unknown keys and wrong types are refused by name
+        (`stage.configs.from_dict`). A `data.sample` mapping without target_stem takes model.stem;
+        an empty one (what runs of kind tokens wrote before it was typed) means none."""
+        section = data.get("data") if isinstance(data, dict) else None
+        if isinstance(section, dict) and isinstance(section.get("sample"), dict):
+            sample = dict(section["sample"])
+            model = data.get("model")
+            stem = model.get("stem") if isinstance(model, dict) else None
+            if sample and stem:
+                sample.setdefault("target_stem", stem)
+            data = {**data, "data": {**section, "sample": sample or None}}
+        return configs.from_dict(cls, data)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -332,91 +338,7 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
     return out
 
 
-# --------------------------------------------------------------------------- typed building
-
-
-def _build(kind: type, value: Any, prefix: str) -> Any:
-    if not isinstance(value, dict):
-        where = prefix or "config"
-        raise ConfigError(f"{where} must be a mapping, got {_describe(value)}")
-    hints = typing.get_type_hints(kind)
-    fields = {f.name: f for f in dataclasses.fields(kind)}
-    kwargs: dict[str, Any] = {}
-    for key, raw in value.items():
-        name = f"{prefix}{key}"
-        if not isinstance(key, str) or key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {prefix + close[0]!r}?)" if close else f"; known keys: {', '.join(fields)}"
-            raise ConfigError(f"unknown config key {name!r}{hint}")
-        kwargs[key] = _coerce(hints[key], raw, name)
-    try:
-        return kind(**kwargs)
-    except TypeError as err:  # pragma: no cover - every field has a default
-        raise ConfigError(f"bad config section {prefix.rstrip('.') or 'config'!r}: {err}") from None
-
-
-def _coerce(tp: Any, raw: Any, name: str) -> Any:
-    """Check (and gently convert) `raw` against the annotation `tp`, naming `name` on failure."""
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _build(tp, {} if raw is None else raw, f"{name}.")
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if raw is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(option, raw, name)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[0] if len(errors) == 1 else ConfigError(f"{name} has the wrong type: got {_describe(raw)}")
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(raw, (list, tuple)) or len(raw) != len(args):
-            raise ConfigError(f"{name} must be a list of {len(args)} values, got {_describe(raw)}")
-        return tuple(_coerce(a, r, f"{name}[{i}]") for i, (a, r) in enumerate(zip(args, raw)))
-    if tp is dict or origin is dict:
-        if raw is None:
-            return {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{name} must be a mapping, got {_describe(raw)}")
-        return dict(raw)
-    if tp is bool:
-        if isinstance(raw, bool):
-            return raw
-        raise ConfigError(f"{name} must be true or false, got {_describe(raw)}")
-    if tp is int:
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        if isinstance(raw, float) and raw.is_integer():
-            return int(raw)
-        raise ConfigError(f"{name} must be an integer, got {_describe(raw)}")
-    if tp is float:
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            return float(raw)
-        if isinstance(raw, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
-            try:
-                return float(raw)
-            except ValueError:
-                pass
-        raise ConfigError(f"{name} must be a number, got {_describe(raw)}")
-    if tp is str:
-        if isinstance(raw, str):
-            return raw
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            return str(raw)
-        raise ConfigError(f"{name} must be a string, got {_describe(raw)}")
-    raise TypeError(f"unsupported config annotation {tp!r} for {name}")  # a programming error
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})" if value is not None else "null"
+# --------------------------------------------------------------------------- checks
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -427,18 +349,6 @@ def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
 def _nonempty(name: str, value: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{name} must be a non-empty string")
-
-
-def _check_sample_keys(sample: dict) -> None:
-    """data.sample keys must be SampleConfig fields (their values are checked by SampleConfig)."""
-    from stage.data.samples import SampleConfig
-
-    names = [f.name for f in dataclasses.fields(SampleConfig)]
-    for key in sample:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {'data.sample.' + close[0]!r}?)" if close else f"; known keys: {', '.join(names)}"
-            raise ConfigError(f"unknown config key {'data.sample.' + str(key)!r}{hint}")
 
 
 def _is_device_list(text: str) -> bool:

@@ -187,13 +187,14 @@ class StageDataModule(L.LightningDataModule):
         path = Path(manifest)
         if not path.exists():
             raise StageError(f"manifest {manifest!r} not found (write one with `stage prepare`)")
-        sample = dict(self.config.data.sample)
-        if self.config.model.stem and "target_stem" not in sample:
-            sample["target_stem"] = self.config.model.stem
-        try:
-            sample_config = SampleConfig.from_dict(sample)
-        except ConfigError as err:
-            raise ConfigError(f"data.sample: {err}") from None
+        sample_config = self.config.data.sample
+        if sample_config is None:  # no options: the authors' defaults for model.stem
+            if not self.config.model.stem:
+                raise ConfigError("data.sample needs target_stem (or set model.stem)")
+            try:
+                sample_config = SampleConfig(target_stem=self.config.model.stem)
+            except ConfigError as err:
+                raise ConfigError(f"model.stem: {err}") from None
         if self.sample_rate is not None and sample_config.sample_rate != self.sample_rate:
             raise ConfigError(
                 f"data.sample.sample_rate is {sample_config.sample_rate} but the codec runs at {self.sample_rate} Hz"

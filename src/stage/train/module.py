@@ -154,7 +154,7 @@ class StageTrainingModule(L.LightningModule):
         super().__init__()
         self.config = config
         self.model = model if model is not None else build_model(config.model, config.seed)
-        target = config.data.sample.get("target_stem") if config.data.kind == "stems" else None
+        target = config.data.sample.target_stem if config.data.kind == "stems" and config.data.sample else None
         if config.model.stem is None and target:  # record what the model learns to generate
             self.model.config = self.model.config.replace(stem=target)
         # Frozen parts never train (§6.1); `train()` of Codec/TextConditioner keeps them in eval.

@@ -21,6 +21,7 @@ A run folder (`config.out`) holds:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -109,7 +110,6 @@ def write_text_atomic(path: Path, text: str) -> None:
 def frozen_sources(model, init: str, out: Path) -> tuple[object, object]:
     """(codec config, text config) for step checkpoints: hub ids and "tiny" by name, anything
     local or embedded written once under out/frozen and referenced relative to a checkpoint."""
-    from stage.model.config import CodecConfig, TextConfig
     from stage.model.sources import EMBEDDED, looks_like_hub_id, resolve_dir
 
     base = Path(init) if Path(init).is_dir() else None
@@ -122,7 +122,7 @@ def frozen_sources(model, init: str, out: Path) -> tuple[object, object]:
     if not is_remote(codec.source):
         if not (frozen / "codec").exists():
             model.codec.model.save_pretrained(str(frozen / "codec"))
-        codec = CodecConfig(**{**codec.__dict__, "source": "../../frozen/codec"})
+        codec = dataclasses.replace(codec, source="../../frozen/codec")
     tokenizer_remote = is_remote(text.tokenizer)
     if not is_remote(text.source) or not tokenizer_remote:
         if not (frozen / "text").exists():
@@ -130,7 +130,7 @@ def frozen_sources(model, init: str, out: Path) -> tuple[object, object]:
             model.text.tokenizer.save_pretrained(str(frozen / "text"))
         source = text.source if is_remote(text.source) else "../../frozen/text"
         tokenizer = text.tokenizer if tokenizer_remote else "../../frozen/text"
-        text = TextConfig(**{**text.__dict__, "source": source, "tokenizer": tokenizer})
+        text = dataclasses.replace(text, source=source, tokenizer=tokenizer)
     return codec, text
 
 
