@@ -4,7 +4,7 @@ on the same random musicgen-small-shaped weights.
 The job (issue 4): "10 s context + 10 s stem, CFG 3, top-k 250, sampling".
 - transformers: `MusicgenForConditionalGeneration.generate` with a 10 s audio prompt (the same
   length as our context) and 500 new frames, guidance_scale 3, top_k 250, do_sample.
-- stage: `StageModel.generate(context=<the same 10 s audio>, seconds=10)` in the STAGE layout
+- stage: `generate_stems(model, <the same 10 s audio>, options=GenerationOptions(seconds=10))` in the STAGE layout
   (context codes + context id + stem), joint CFG 3, top-k 250, built from the same weights.
 
 The decoder has musicgen-small's shape (1024 x 24 layers, 16 heads, FFN 4096, 4 x 2048 codes,
@@ -200,12 +200,12 @@ def run_stage(model, audio: np.ndarray, seconds: float, variations: int, precisi
     import stage
 
     stamps = []
-    params = stage.GenerationParams(guidance=3.0, top_k=250, temperature=1.0, seed=0)
+    options = stage.GenerationOptions(guidance=3.0, top_k=250, temperature=1.0, seed=0, prompt=PROMPT, seconds=seconds,
+                                      variations=variations, precision=precision, cuda_graphs=cuda_graphs)
     with RssSampler() as rss:
         t = time.perf_counter()
-        result = model.generate(context=audio, sample_rate=model.sample_rate, prompt=PROMPT, seconds=seconds,
-                                variations=variations, params=params, precision=precision, cuda_graphs=cuda_graphs,
-                                progress=lambda i, n: stamps.append(time.perf_counter()))
+        result = stage.generate_stems(model, audio, model.sample_rate, options,
+                                      progress=lambda i, n: stamps.append(time.perf_counter()))
         total = time.perf_counter() - t
     steps = np.diff(stamps)
     return dict(prefill=result.timings["prefill"], step_ms=1000 * statistics.median(steps), steps=len(stamps),
@@ -214,6 +214,7 @@ def run_stage(model, audio: np.ndarray, seconds: float, variations: int, precisi
 
 def int8_deviation(model) -> tuple[float, float]:
     """(max, rms) of |logits_int8 - logits_fp32| / std(logits_fp32) on a random STAGE sequence."""
+    from stage.generate.pipeline import cached_lm
     from stage.generate.quantize import logit_deviation
     from stage.tokens.layout import build_generation_layout
 
@@ -224,7 +225,7 @@ def int8_deviation(model) -> tuple[float, float]:
     text = model.text([PROMPT])
     with torch.no_grad():
         ref = model.lm(layout.codes, text, layout.attended, layout.positions)
-        got = model.prepared_lm("int8")(layout.codes, text, layout.attended, layout.positions)
+        got = cached_lm(model, "int8")(layout.codes, text, layout.attended, layout.positions)
     return logit_deviation(ref, got), logit_deviation(ref, got, rms=True)
 
 
@@ -244,7 +245,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = ap.parse_args(argv)
-    from stage import GenerationParams
+    from stage.generate.params import GenerationOptions
+    from stage.generate.pipeline import cached_lm, generate_stems
     from stage.generate.quantize import INT8_LOGIT_RMS_TOLERANCE, INT8_LOGIT_TOLERANCE
 
     if args.threads:
@@ -272,10 +274,10 @@ def main(argv=None) -> int:
         if not args.skip_transformers:
             hf.generate(**tokenizer([PROMPT], return_tensors="pt").to(device), do_sample=True, guidance_scale=3.0,
                         top_k=250, max_new_tokens=4)
-    model.generate(prompt=PROMPT, seconds=0.1, params=GenerationParams(seed=0))
+    generate_stems(model, options=GenerationOptions(prompt=PROMPT, seconds=0.1, seed=0))
     if "int8" in precisions:
         t = time.perf_counter()
-        model.prepared_lm("int8")
+        cached_lm(model, "int8")
         seconds = time.perf_counter() - t
         worst, rms = int8_deviation(model)
         print(f"int8 quantisation of the decoder linears: {seconds:.1f} s; logit deviation vs fp32: max {worst:.3f} std, "
@@ -294,7 +296,7 @@ def main(argv=None) -> int:
             graphs = device.type == "cuda" and precision != "fp32"
             r = run_stage(model, audio, args.seconds, V, precision, graphs)
             name = "stage" + (" +graphs" if graphs else "")
-            w = step_weight_bytes(model.prepared_lm(precision), precision)
+            w = step_weight_bytes(cached_lm(model, precision), precision)
             rows.append(dict(engine=name, precision=precision, variations=V, **r,
                              roofline_ms=1000 * w / bandwidth, read_roofline_ms=1000 * w / read_bw))
             _print_row(rows[-1], base)

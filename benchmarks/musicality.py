@@ -67,11 +67,11 @@ def in_window(times, start: float, seconds: float) -> np.ndarray:
 
 
 def generate(model, context, prompt: str, seconds: float, seed: int, bpm=None, offset=0.0, beats_per_bar=4):
-    from stage.generate.params import GenerationParams
+    from stage.generate.params import GenerationOptions
+    from stage.generate.pipeline import generate_stems
 
-    result = model.generate(context=context, sample_rate=SR if context is not None else None, prompt=prompt,
-                            seconds=seconds, params=GenerationParams(seed=seed), bpm=bpm, offset=offset,
-                            beats_per_bar=beats_per_bar)
+    options = GenerationOptions(prompt=prompt, seconds=seconds, seed=seed, bpm=bpm, offset=offset, beats_per_bar=beats_per_bar)
+    result = generate_stems(model, context, SR if context is not None else None, options)
     return result.stems[0].mean(axis=0)  # [N]
 
 

@@ -353,7 +353,7 @@ def test_stage_checkpoint_with_bad_config_is_refused(tmp_path):
 
 
 def test_tiny_generate_returns_requested_length(tiny_model):
-    result = tiny_model.generate(prompt="rock drums", seconds=1.5, params=stage.GenerationParams(seed=3))
+    result = stage.generate_stems(tiny_model, options=stage.GenerationOptions(prompt="rock drums", seconds=1.5, seed=3))
     assert result.stems.shape == (1, 1, 48_000)
     assert result.sample_rate == 32_000 and result.seeds == [3]
     assert np.isfinite(result.stems).all() and np.abs(result.stems).max() > 0

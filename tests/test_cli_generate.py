@@ -352,6 +352,9 @@ BAD_INPUTS = {
     "runaway length": (good_mix, ["--seconds", "1e9"], "at most 3600"),
     "0 beats per bar": (good_mix, ["--bpm", "120", "--beats-per-bar", "0"], "beats per bar"),
     "0 beats per bar, bpm auto": (good_mix, ["--bpm", "auto", "--beats-per-bar", "0"], "beats per bar"),
+    "top-p above 1": (good_mix, ["--top-p", "1.5"], "--top-p must be in [0, 1], got 1.5"),
+    "negative cfg": (good_mix, ["--cfg", "-1"], "--cfg must be a finite number >= 0"),
+    "negative seed": (good_mix, ["--seed", "-3"], "--seed must be a non-negative integer"),
     "absent gpu": (good_mix, ["--device", "cuda:7"], "cuda"),
     "unknown device": (good_mix, ["--device", "gpu0"], "unknown device"),
 }
@@ -388,6 +391,48 @@ def test_unwritable_output_folder(tmp_path, capsys, kind):
     rc, _, err = run(capsys, "generate", mix, "--stem", "drums", "--model", "tiny", "--out", out)
     assert rc == 2 and err.strip().startswith("error:") and len(err.strip().splitlines()) == 1
     assert "output folder" in err or "not a folder" in err
+
+
+# `stage generate` / `stage session generate` option -> the GenerationOptions field it defaults to
+CLI_DEFAULTS = {"prompt": "prompt", "seconds": "seconds", "offset": "offset", "variations": "variations", "seed": "seed",
+                "cfg": "guidance", "temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
+                "text_cfg": "text_guidance", "precision": "precision"}
+
+
+def test_take_option_defaults_are_the_generation_options(monkeypatch, capsys):
+    """Every sampling / length / take default of the CLI is GenerationOptions' (derived: other
+    defaults in the dataclass give other CLI defaults, and the help shows them)."""
+    from dataclasses import dataclass
+
+    from stage.cli import build_parser
+    from stage.generate import params
+
+    def parsed():
+        return [build_parser().parse_args(["generate", "mix.wav"]), build_parser().parse_args(["session", "generate", "d"])]
+
+    d = params.GenerationOptions()
+    for args in parsed():
+        for dest, name in CLI_DEFAULTS.items():
+            if dest != "seconds" or args.command == "generate":
+                assert getattr(args, dest) == getattr(d, name), dest
+
+    @dataclass(frozen=True)
+    class Changed(params.GenerationOptions):
+        guidance: float = 5.5
+        temperature: float = 0.7
+        top_k: int = 17
+        top_p: float = 0.25
+        variations: int = 3
+        precision: str = "bf16"
+
+    monkeypatch.setattr(params, "GenerationOptions", Changed)
+    for args in parsed():
+        assert (args.cfg, args.temperature, args.top_k, args.top_p, args.variations, args.precision) == (
+            5.5, 0.7, 17, 0.25, 3, "bf16")
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default 5.5," in text and "default 17;" in text and "(default 3)" in text
 
 
 def test_help_teaches_with_examples(capsys):

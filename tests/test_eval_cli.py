@@ -13,7 +13,8 @@ from stage.cli import main
 from stage.data.metronome import metronome_times, render_metronome
 from stage.eval.distribution import frechet_distance, kernel_audio_distance, pool_embeddings
 from stage.eval.embedders import LogMelEmbedder
-from stage.generate.params import GenerationParams
+from stage.generate.params import GenerationOptions
+from stage.generate.pipeline import generate_stems
 
 SR = 32_000
 
@@ -28,8 +29,7 @@ def folders(tmp_path_factory, tiny_model):
         d.mkdir()
     context = drum_loop(120.0, 2.0, SR, offset=0.1)
     save_audio(ctx / "song.wav", context, SR)
-    result = tiny_model.generate(context=context, sample_rate=SR, prompt="drums", seconds=1.5, variations=3,
-                                 params=GenerationParams(seed=0))
+    result = generate_stems(tiny_model, context, SR, GenerationOptions(prompt="drums", seconds=1.5, variations=3, seed=0))
     for v, stem in enumerate(result.stems):
         save_audio(gen / f"song_drums_seed{v}.wav", stem, SR)
     save_audio(gen / "song_drums_seed0_mix.wav", context[:, :SR], SR)  # a preview, excluded by default

@@ -3,14 +3,17 @@ its precision paths stay within their documented tolerances, and bad inputs fail
 
 from __future__ import annotations
 
+from dataclasses import fields as dataclasses_fields
+
 import numpy as np
 import pytest
 import torch
 
 import stage
-from stage.errors import AudioError, ConfigError, StageError
+from stage.errors import AudioError, ConfigError, OptionError, StageError
 from stage.generate.generator import Generator, steps_needed
-from stage.generate.params import GenerationParams
+from stage.generate.params import GenerationOptions, GenerationParams
+from stage.generate.pipeline import cached_generator, cached_lm, generate_stems
 from stage.generate.quantize import (
     BF16_LOGIT_TOLERANCE,
     INT8_LOGIT_RMS_TOLERANCE,
@@ -201,7 +204,8 @@ def test_separate_text_and_context_guidance(tiny_model):
 
 def test_progress_counts_every_step(tiny_model):
     seen = []
-    result = tiny_model.generate(prompt="x", seconds=0.4, params=GenerationParams(seed=0), progress=lambda i, n: seen.append((i, n)))
+    result = generate_stems(tiny_model, options=GenerationOptions(prompt="x", seconds=0.4, seed=0),
+                            progress=lambda i, n: seen.append((i, n)))
     total = seen[0][1]
     assert [i for i, _ in seen] == list(range(1, total + 1)) and all(n == total for _, n in seen)
     assert total == 20 + 3  # 20 frames + the delay tail (§3.4: S - start)
@@ -210,9 +214,9 @@ def test_progress_counts_every_step(tiny_model):
 
 def test_high_level_engines_agree(tiny_model):
     mix = np.random.default_rng(0).standard_normal((2, 44_100 * 2)).astype(np.float32) * 0.1
-    kw = dict(context=mix, sample_rate=44_100, prompt="rock", variations=2, params=GenerationParams(seed=4))
-    cached = tiny_model.generate(**kw)
-    ref = tiny_model.generate(engine="reference", **kw)
+    kw = dict(prompt="rock", variations=2, seed=4)
+    cached = generate_stems(tiny_model, mix, 44_100, GenerationOptions(**kw))
+    ref = generate_stems(tiny_model, mix, 44_100, GenerationOptions(engine="reference", **kw))
     assert torch.equal(cached.codes, ref.codes)
     assert cached.stems.shape == (2, 2, 88_200) and cached.seeds == [4, 5]
     np.testing.assert_array_equal(cached.stems, ref.stems)
@@ -336,28 +340,30 @@ def test_bf16_on_cpu_within_tolerance(tiny_model):
         ref = lm(layout.codes, text, layout.attended, layout.positions)
         got = half(layout.codes, TextCondition(text.states.bfloat16(), text.mask), layout.attended, layout.positions)
     assert logit_deviation(ref, got) <= BF16_LOGIT_TOLERANCE
-    result = tiny_model.generate(prompt="x", seconds=0.5, precision="bf16", params=GenerationParams(seed=1))
+    result = generate_stems(tiny_model, options=GenerationOptions(prompt="x", seconds=0.5, precision="bf16", seed=1))
     assert result.stems.shape == (1, 1, 16_000) and np.isfinite(result.stems).all()
 
 
 def test_high_level_generate_keeps_its_generator_until_weights_change(tiny_model):
     """Repeated calls reuse one Generator (caches allocated once); editing a weight drops it."""
     steps = steps_needed(tiny_model.config.lm, 25)
-    r1 = tiny_model.generate(prompt="x", seconds=0.5, params=GenerationParams(seed=2))
-    gen = tiny_model.generator("fp32", 1, 2, steps)
-    r2 = tiny_model.generate(prompt="x", seconds=0.5, params=GenerationParams(seed=2))
-    assert tiny_model.generator("fp32", 1, 2, steps) is gen
+    options = GenerationOptions(prompt="x", seconds=0.5, seed=2)
+    r1 = generate_stems(tiny_model, options=options)
+    gen = cached_generator(tiny_model, "fp32", 1, 2, steps)
+    r2 = generate_stems(tiny_model, options=options)
+    assert cached_generator(tiny_model, "fp32", 1, 2, steps) is gen
     assert torch.equal(r1.codes, r2.codes)
     with torch.no_grad():
         tiny_model.lm.norm.weight.mul_(1.0)  # an in-place edit (same values)
-    assert tiny_model.generator("fp32", 1, 2, steps) is not gen
+    assert cached_generator(tiny_model, "fp32", 1, 2, steps) is not gen
 
 
 def test_int8_high_level_generate_reuses_the_quantised_copy(tiny_model):
-    r1 = tiny_model.generate(prompt="x", seconds=0.5, precision="int8", params=GenerationParams(seed=1))
-    first = tiny_model.prepared_lm("int8")
-    r2 = tiny_model.generate(prompt="x", seconds=0.5, precision="int8", params=GenerationParams(seed=1))
-    assert tiny_model.prepared_lm("int8") is first
+    options = GenerationOptions(prompt="x", seconds=0.5, precision="int8", seed=1)
+    r1 = generate_stems(tiny_model, options=options)
+    first = cached_lm(tiny_model, "int8")
+    r2 = generate_stems(tiny_model, options=options)
+    assert cached_lm(tiny_model, "int8") is first
     assert torch.equal(r1.codes, r2.codes)  # seeded: reproducible
 
 
@@ -371,7 +377,7 @@ def test_generator_refuses_training_mode_and_overflow(tiny_model):
         with pytest.raises(StageError, match="training mode"):
             Generator(lm, 100)
         with pytest.raises(StageError, match="training mode"):
-            tiny_model.generate(prompt="x", seconds=0.2)
+            generate_stems(tiny_model, options=GenerationOptions(prompt="x", seconds=0.2))
     finally:
         lm.eval()
     gen = Generator(lm, steps_needed(lm.config, 10), batch=1)
@@ -381,32 +387,98 @@ def test_generator_refuses_training_mode_and_overflow(tiny_model):
         gen.generate(None, 5, GenerationParams(), variations=2)
 
 
+# Bad options: refused by GenerationOptions itself, before any model runs.
+BAD_OPTIONS = [
+    (dict(seconds=0), "seconds must be a number > 0"),
+    (dict(seconds=-3.0), "seconds must be a number > 0"),
+    (dict(seconds=float("nan")), "seconds must be a number > 0"),
+    (dict(variations=0), "variations must be an integer"),
+    (dict(variations=-1), "variations must be an integer"),
+    (dict(variations=1.5), "variations must be an integer"),
+    (dict(precision="int4"), "precision must be one of"),
+    (dict(engine="fast"), "engine must be"),
+    (dict(engine="reference", precision="int8"), "fp32 only"),
+    (dict(engine="reference", text_guidance=2.0), "joint guidance only"),
+]
+# Bad inputs: the audio, the rate and the device, checked when generating.
 BAD = [
-    (dict(seconds=0), StageError, "seconds must be a number > 0"),
-    (dict(seconds=-3.0), StageError, "seconds must be a number > 0"),
-    (dict(seconds=float("nan")), StageError, "seconds must be a number > 0"),
-    (dict(variations=0), StageError, "variations must be an integer"),
-    (dict(variations=-1), StageError, "variations must be an integer"),
-    (dict(variations=1.5), StageError, "variations must be an integer"),
     (dict(context=np.zeros(100, np.float32), sample_rate=32_000), StageError, "at least one codec frame"),
     (dict(context=np.array([0.0, np.nan] * 32_000, np.float32), sample_rate=32_000), AudioError, "NaN"),
     (dict(context=np.zeros((2, 0), np.float32), sample_rate=32_000), AudioError, "empty"),
-    (dict(precision="int4"), ConfigError, "precision must be one of"),
-    (dict(precision="fp16"), ConfigError, "needs a GPU"),
-    (dict(engine="fast"), StageError, "engine must be"),
-    (dict(engine="reference", precision="int8"), StageError, "fp32 only"),
-    (dict(params="greedy"), StageError, "params must be a GenerationParams"),
-    (dict(engine="reference", params=GenerationParams(text_guidance=2.0)), StageError, "joint guidance only"),
+    (dict(options=GenerationOptions(prompt="x", seconds=0.3, precision="fp16")), ConfigError, "needs a GPU"),
+    (dict(options=GenerationParams(seed=0)), OptionError, "options must be a GenerationOptions"),
     (dict(sample_rate=0), AudioError, "sample rate"),
 ]
 
 
+@pytest.mark.parametrize("kwargs, message", BAD_OPTIONS)
+def test_bad_options_fail_clearly(kwargs, message):
+    with pytest.raises(OptionError, match=message) as info:
+        GenerationOptions(prompt="x", **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_options_are_frozen_and_validated_again_when_replaced():
+    import dataclasses
+
+    options = GenerationOptions(seconds=2.0, seed=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.seconds = 3.0  # type: ignore[misc]
+    assert dataclasses.replace(options, top_k=1).top_k == 1 and options.top_k == 250
+    with pytest.raises(OptionError, match="top_k"):
+        dataclasses.replace(options, top_k=-1)
+
+
+def test_option_errors_pickle_with_their_field():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(OptionError("top_k", "must be an integer >= 0, got -1")))
+    assert (err.field, err.reason, str(err)) == ("top_k", "must be an integer >= 0, got -1", "top_k must be an integer >= 0, got -1")
+
+
+def test_options_extend_the_sampling_params():
+    """The sampling fields and defaults are GenerationParams' own (one home), and the options
+    hand the Generator exactly those."""
+    assert {f.name: f.default for f in dataclasses_fields(GenerationParams)} == {
+        name: getattr(GenerationOptions(), name) for name in (f.name for f in dataclasses_fields(GenerationParams))}
+    params = GenerationParams(guidance=2.0, top_k=7, seed=3, text_guidance=4.0)
+    options = GenerationOptions.from_params(params, seconds=1.0, seed=9)
+    assert options.params == GenerationParams(guidance=2.0, top_k=7, seed=9, text_guidance=4.0)
+    assert type(options.params) is GenerationParams and options.seconds == 1.0
+    with pytest.raises(OptionError, match="params must be a GenerationParams"):
+        GenerationOptions.from_params("greedy")  # type: ignore[arg-type]
+
+
+# One case per kind of bad value: the typed error names the field (`field`, and the message's first word).
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(top_k=2.5), "top_k"),                          # wrong type
+    (dict(guidance=True), "guidance"),                   # a bool is not a number
+    (dict(temperature=float("nan")), "temperature"),     # not finite
+    (dict(seconds=1e9), "seconds"),                      # out of range (more than an hour)
+    (dict(bpm=1000.0), "bpm"),                           # out of range
+    (dict(beats_per_bar=0), "beats_per_bar"),            # out of range
+    (dict(offset=float("inf")), "offset"),               # not finite
+    (dict(output_rate=0), "output_rate"),                # not a sample rate
+    (dict(prompt=3), "prompt"),                          # wrong type
+    (dict(window="10 s"), "window"),                     # wrong type
+    (dict(engine="fast"), "engine"),                     # not a choice
+    (dict(compile="yes"), "compile"),                    # not a bool
+    (dict(engine="reference", text_guidance=2.0), "text_guidance"),  # a combination the engine lacks
+])
+def test_each_bad_option_names_its_field(kwargs, field):
+    with pytest.raises(OptionError) as info:
+        GenerationOptions(**kwargs)
+    assert info.value.field == field and str(info.value).startswith(field + " ")
+    assert isinstance(info.value, ConfigError) and isinstance(info.value, StageError)  # one line, exit 2 in the CLI
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("kwargs, error, message", BAD)
 def test_bad_inputs_fail_clearly(tiny_model, kwargs, error, message):
-    kw = dict(prompt="x", seconds=0.3)
+    kw = dict(options=GenerationOptions(prompt="x", seconds=0.3))
     kw.update(kwargs)
     with pytest.raises(error, match=message) as info:
-        tiny_model.generate(**kw)
+        generate_stems(tiny_model, **kw)
     assert "\n" not in str(info.value)
 
 
@@ -428,6 +500,6 @@ def test_bad_params_fail_clearly(kwargs, message):
 def test_musicgen_model_refuses_context(hf_tiny):
     model = stage.load_model(hf_tiny[0])
     with pytest.raises(StageError, match="plain MusicGen"):
-        model.generate(context=np.zeros(32_000, np.float32), sample_rate=32_000, seconds=0.5)
+        generate_stems(model, np.zeros(32_000, np.float32), 32_000, GenerationOptions(seconds=0.5))
     with pytest.raises(StageError, match="plain MusicGen"):
-        model.generate(bpm=120, seconds=0.5)
+        generate_stems(model, options=GenerationOptions(bpm=120, seconds=0.5))

@@ -10,7 +10,8 @@ import torch
 
 import stage
 from stage.generate.generator import Generator, steps_needed
-from stage.generate.params import GenerationParams
+from stage.generate.params import GenerationOptions, GenerationParams
+from stage.generate.pipeline import generate_stems
 from stage.generate.quantize import BF16_LOGIT_TOLERANCE, FP16_LOGIT_TOLERANCE, logit_deviation, prepare_lm
 from stage.generate.sampling import make_generators
 from stage.text import TextCondition
@@ -76,9 +77,8 @@ def test_half_precision_logits_within_tolerance(cuda_model, precision, tolerance
 
 def test_bf16_cuda_graphs_public_generate(cuda_model):
     mix = np.random.default_rng(0).standard_normal((2, 44_100 * 3)).astype(np.float32) * 0.1
-    result = cuda_model.generate(context=mix, sample_rate=44_100, prompt="rock", variations=2, precision="bf16",
-                                 cuda_graphs=True, params=GenerationParams(seed=1))
+    options = GenerationOptions(prompt="rock", variations=2, precision="bf16", cuda_graphs=True, seed=1)
+    result = generate_stems(cuda_model, mix, 44_100, options)
     assert result.stems.shape == (2, 2, 44_100 * 3) and np.isfinite(result.stems).all()
-    again = cuda_model.generate(context=mix, sample_rate=44_100, prompt="rock", variations=2, precision="bf16",
-                                cuda_graphs=True, params=GenerationParams(seed=1))
+    again = generate_stems(cuda_model, mix, 44_100, options)
     assert torch.equal(result.codes, again.codes)  # seeded CUDA generators: reproducible

@@ -5,6 +5,8 @@ caption styles the authors trained with."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -21,18 +23,18 @@ def _mix(seconds: float, seed: int = 0) -> np.ndarray:
 
 def test_a_mix_longer_than_the_stem_is_cropped_to_the_stems_window(tiny_model):
     mix = _mix(3.0)
-    params = stage.GenerationParams(seed=5)
-    long = tiny_model.generate(context=mix, sample_rate=RATE, seconds=1.0, params=params)
-    cropped = tiny_model.generate(context=mix[:RATE], sample_rate=RATE, seconds=1.0, params=params)
+    options = stage.GenerationOptions(seconds=1.0, seed=5)
+    long = stage.generate_stems(tiny_model, mix, RATE, options)
+    cropped = stage.generate_stems(tiny_model, mix[:RATE], RATE, options)
     assert long.stems.shape == cropped.stems.shape == (1, 1, RATE)
     np.testing.assert_array_equal(long.stems, cropped.stems)
     # the part of the mix after the stem's end is not read at all: changing it changes nothing ...
     other_tail = np.concatenate([mix[:RATE], _mix(2.0, seed=9)])
-    tail = tiny_model.generate(context=other_tail, sample_rate=RATE, seconds=1.0, params=params)
+    tail = stage.generate_stems(tiny_model, other_tail, RATE, options)
     np.testing.assert_array_equal(tail.stems, long.stems)
     # ... while the part inside the window is read (the check above can fail)
     other_head = np.concatenate([_mix(1.0, seed=9), mix[RATE:]])
-    head = tiny_model.generate(context=other_head, sample_rate=RATE, seconds=1.0, params=params)
+    head = stage.generate_stems(tiny_model, other_head, RATE, options)
     assert not np.array_equal(head.stems, long.stems)
 
 
@@ -40,10 +42,10 @@ def test_a_mix_longer_than_the_stem_is_cropped_to_the_stems_window(tiny_model):
 def test_a_whitespace_only_prompt_is_no_text(tiny_model, blank):
     ids, mask = tiny_model.text.tokenize([blank, "", None, "rock drums"])
     assert not mask[:3].any() and mask[3].any()
-    params = stage.GenerationParams(seed=2)
-    none = tiny_model.generate(prompt=None, seconds=0.5, params=params)
-    white = tiny_model.generate(prompt=blank, seconds=0.5, params=params)
-    text = tiny_model.generate(prompt="rock drums", seconds=0.5, params=params)
+    options = stage.GenerationOptions(seconds=0.5, seed=2)
+    none = stage.generate_stems(tiny_model, options=replace(options, prompt=None))
+    white = stage.generate_stems(tiny_model, options=replace(options, prompt=blank))
+    text = stage.generate_stems(tiny_model, options=replace(options, prompt="rock drums"))
     np.testing.assert_array_equal(white.stems, none.stems)
     assert not np.array_equal(text.stems, none.stems)
 

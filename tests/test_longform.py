@@ -10,7 +10,8 @@ import torch
 from stage.errors import ConfigError, StageError
 from stage.generate.generator import Generator, steps_needed
 from stage.generate.longform import WindowParams, crossfade_gains, generate_longform, plan_windows, stitch
-from stage.generate.params import GenerationParams
+from stage.generate.params import GenerationOptions, GenerationParams
+from stage.generate.pipeline import generate_stems
 from stage.generate.sampling import make_generators
 
 HOP = 640  # tiny EnCodec: 32 kHz, 50 Hz frames
@@ -106,7 +107,7 @@ def test_window_params_are_validated():
 def test_whole_song_is_exactly_the_input_length(tiny_model):
     """A 35 s stereo mix at 44.1 kHz: a 35 s stereo stem at 44.1 kHz, six windows."""
     mix = _noise(2, 35 * 44_100, seed=1)
-    result = tiny_model.generate(context=mix, sample_rate=44_100, prompt="rock drums", params=GenerationParams(seed=0))
+    result = generate_stems(tiny_model, mix, 44_100, GenerationOptions(prompt="rock drums", seed=0))
     assert result.stems.shape == (1, 2, 35 * 44_100)
     assert result.codes.shape == (1, 4, 35 * 50)
     assert result.timings["windows"] == 6
@@ -167,9 +168,9 @@ def test_longform_reference_engine_agrees(tiny_model):
     """Cached and reference engines produce the same whole-song codes (window after window)."""
     window = WindowParams(window_seconds=1.6, context_seconds=1.0, prompt_seconds=0.6, crossfade_seconds=0.05)
     mix = _noise(1, int(3.5 * 32_000), seed=5)
-    kw = dict(context=mix, sample_rate=32_000, prompt="x", variations=2, window=window, params=GenerationParams(seed=9))
-    cached = tiny_model.generate(**kw)
-    ref = tiny_model.generate(engine="reference", **kw)
+    kw = dict(prompt="x", variations=2, window=window, seed=9)
+    cached = generate_stems(tiny_model, mix, 32_000, GenerationOptions(**kw))
+    ref = generate_stems(tiny_model, mix, 32_000, GenerationOptions(engine="reference", **kw))
     assert cached.timings["windows"] == 3
     assert torch.equal(cached.codes, ref.codes)
     np.testing.assert_array_equal(cached.stems, ref.stems)
@@ -189,12 +190,12 @@ def test_metronome_and_continuation_in_long_form(tiny_model):
     for w, (context, _, _) in zip(windows, seen):
         a, b = w.context_samples(HOP)
         assert torch.equal(context, tiny_model.encode_model_audio(clicks[:, a:b]))
-    result = tiny_model.generate(bpm=120, seconds=5.0, window=window, prompt="x", sample_rate=48_000,
-                                 params=GenerationParams(seed=1))
+    result = generate_stems(tiny_model, None, 48_000, GenerationOptions(bpm=120, seconds=5.0, window=window, prompt="x", seed=1))
     assert result.stems.shape == (1, 1, 240_000) and result.timings["windows"] == 4
 
 
 def test_continuation_longer_than_a_window_is_refused(tiny_model):
     window = WindowParams(window_seconds=1.0, prompt_seconds=0.5, crossfade_seconds=0.1)
     with pytest.raises(StageError, match="shorter than one window"):
-        tiny_model.generate(prompt="x", seconds=3.0, window=window, continuation=_noise(1, 40_000), sample_rate=32_000)
+        generate_stems(tiny_model, None, 32_000, GenerationOptions(prompt="x", seconds=3.0, window=window),
+                       continuation=_noise(1, 40_000))

@@ -173,6 +173,8 @@ def test_mini_init_trains_and_a_thin_fp16_checkpoint_loads_offline(mini_model, u
     assert meta["config"]["codec"]["source"] == MINI_CODEC and meta["config"]["text"]["source"] == MINI_TEXT
     assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "stage.json"]
     from stage.files import default_mode
+    from stage.generate.params import GenerationOptions
+    from stage.generate.pipeline import default_window, generate_stems
 
     assert (folder / "model.safetensors").stat().st_mode & 0o777 == default_mode()  # not safetensors' 0600
     # A bundled save (the final model of a run) names the package assets instead of copying them,
@@ -187,22 +189,17 @@ def test_mini_init_trains_and_a_thin_fp16_checkpoint_loads_offline(mini_model, u
         assert registry.resolve_known("stage-mini-drums").source == str(folder)
         model = load_model("stage-mini-drums")
         assert model.config.stem == "drums" and model.config.codec.codebook_size == 1024
-        window = model.default_window()
+        window = default_window(model)
         assert (model.config.window_seconds, window.window_seconds, window.prompt_seconds) == (5.0, 5.0, 2.5)
         w = mini_model.lm.blocks[0].ff_in.weight
         assert torch.equal(model.lm.blocks[0].ff_in.weight, w.half().float())
-        result = model.generate(None, prompt=CAPTIONS[0], seconds=0.3, params=_greedy(), bpm=120)
+        result = generate_stems(model, None, options=GenerationOptions(prompt=CAPTIONS[0], seconds=0.3, bpm=120,
+                                                                       temperature=0.0, seed=0))
         assert result.stems.shape == (1, 1, 9600) and result.codes.max() < 1024
     finally:
         import shutil
 
         shutil.rmtree(folder)
-
-
-def _greedy():
-    from stage.generate.params import GenerationParams
-
-    return GenerationParams(temperature=0.0, seed=0)
 
 
 @pytest.mark.parametrize("name", ["stage-mini-drums", "stage-mini-bass"])

@@ -7,6 +7,8 @@ more chord tones of a held-out band song than its control.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -39,12 +41,13 @@ def beat_f1(audio, sr, beats, downbeats, bpm):
 @needs("stage-mini-drums")
 def test_drums_lock_to_a_click_and_the_control_does_not(drums):
     from stage.data.metronome import metronome_times
-    from stage.generate.params import GenerationParams
+    from stage.generate.params import GenerationOptions
+    from stage.generate.pipeline import generate_stems
 
     beats, downbeats = metronome_times(BPM, 4, SECONDS, 0.0)
-    params = GenerationParams(seed=SEED)
-    locked = drums.generate(prompt="", seconds=SECONDS, bpm=BPM, params=params)
-    control = drums.generate(prompt="", seconds=SECONDS, params=params)
+    options = GenerationOptions(prompt="", seconds=SECONDS, seed=SEED)
+    locked = generate_stems(drums, options=replace(options, bpm=BPM))
+    control = generate_stems(drums, options=options)
     f_locked = beat_f1(locked.stems[0].mean(0), locked.sample_rate, beats, downbeats, BPM)
     f_control = beat_f1(control.stems[0].mean(0), control.sample_rate, beats, downbeats, BPM)
     assert f_locked >= 0.7, (f_locked, f_control)
@@ -61,8 +64,6 @@ def test_bass_plays_the_chords_of_a_held_out_song(tmp_path):
     from stage.data.band import find_soundfont, synth_songs
     from stage.errors import StageError
     from stage.eval.harmony import chord_tone_share
-    from stage.generate.params import GenerationParams
-
     try:
         find_soundfont()
     except StageError as err:
@@ -77,8 +78,8 @@ def test_bass_plays_the_chords_of_a_held_out_song(tmp_path):
     bass = stage.load_model("stage-mini-bass").eval()
     shares = []
     for ctx in (context, None):
-        out = bass.generate(context=ctx, sample_rate=32_000 if ctx is not None else None, prompt=meta["caption"],
-                            seconds=5.0, params=GenerationParams(seed=SEED))
+        out = stage.generate_stems(bass, ctx, 32_000 if ctx is not None else None,
+                                   stage.GenerationOptions(prompt=meta["caption"], seconds=5.0, seed=SEED))
         shares.append(chord_tone_share(out.stems[0].mean(0), out.sample_rate, meta["chords"], offset=start).chord_tone_share)
     listen, control = shares
     assert listen > control, shares

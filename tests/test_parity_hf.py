@@ -7,7 +7,8 @@ import torch
 from helpers import hf_generate_codes, make_hf_musicgen
 
 import stage
-from stage.generate.params import GenerationParams
+from stage.generate.params import GenerationOptions, GenerationParams
+from stage.generate.pipeline import generate_stems
 from stage.generate.reference import reference_generate
 
 PROMPTS = ["rock drums with a heavy kick and crashing cymbals", "jazz"]  # different lengths: padding
@@ -65,7 +66,7 @@ def test_high_level_generate_matches_transformers_audio(hf_tiny):
     model = stage.load_model(folder)
     inputs = tokenizer(PROMPTS[:1], return_tensors="pt")
     ref = hf_generate_codes(hf, inputs, 3.0, 50)
-    result = model.generate(prompt=PROMPTS[0], seconds=1.0, params=GenerationParams(top_k=1))
+    result = generate_stems(model, options=GenerationOptions(prompt=PROMPTS[0], seconds=1.0, top_k=1))
     assert torch.equal(result.codes, ref)
     with torch.no_grad():
         audio = hf.audio_encoder.decode(ref[None], [None]).audio_values[0].numpy()

@@ -181,15 +181,16 @@ def test_python_api_example(tmp_path):
     sf.write(str(tmp_path / "song.wav"), drum_loop(120.0, 0.5, 44_100, 0.1, channels=2).T, 44_100)
     model = stage.load_model("tiny")
     mix, sr = sf.read(str(tmp_path / "song.wav"), dtype="float32", always_2d=True)
-    result = model.generate(context=mix.T, sample_rate=sr, prompt="Genres: Rock. Moods: energetic.", variations=2,
-                            params=stage.GenerationParams(guidance=1.0, seed=7))
+    options = stage.GenerationOptions(prompt="Genres: Rock. Moods: energetic.", variations=2, guidance=1.0, seed=7)
+    result = stage.generate_stems(model, mix.T, sr, options)
     assert result.stems.shape == (2, 2, mix.shape[0]) and result.seeds == [7, 8]
     sf.write(str(tmp_path / "drums.wav"), result.stems[0].T, sr)
     click = stage.render_metronome(bpm=120, beats_per_bar=4, seconds=0.5)
     assert click.shape == (16_000,)
-    result = model.generate(context=click, sample_rate=32_000, prompt="Genres: Funk.",
-                            params=stage.GenerationParams(guidance=1.0, seed=1))
+    result = stage.generate_stems(model, click, 32_000, stage.GenerationOptions(prompt="Genres: Funk.", guidance=1.0, seed=1))
     assert result.stems.shape == (1, 1, 16_000)
+    result = stage.generate_stems(model, mix.T, sr, stage.GenerationOptions(bpm=120, guidance=1.0, seed=1))
+    assert result.stems.shape == (1, 2, mix.shape[0])
     from stage.data.beats import track_beats
 
     assert stage.track_beats is track_beats  # re-exported (exercised by tests/test_beats.py)

@@ -232,6 +232,42 @@ def test_a_model_for_another_stem_is_refused(studio, tiny_model):
     assert {"tiny", "drums-only"} <= set(studio.model_choices())
 
 
+def test_form_defaults_are_the_generation_options(studio, monkeypatch):
+    """The generate form starts at GenerationOptions' defaults, on the page and in
+    `take_settings` (derived: other defaults in the dataclass give another form)."""
+    from dataclasses import dataclass
+
+    from stage.app.form import form_defaults, take_settings
+    from stage.app.page import build_page
+    from stage.generate import params
+
+    d = params.GenerationOptions()
+    expected = dict(prompt=d.prompt, beats_per_bar=d.beats_per_bar, offset=d.offset, takes=d.variations, cfg=d.guidance,
+                    temperature=d.temperature, top_k=d.top_k, top_p=d.top_p)
+    assert form_defaults() == expected
+    settings = take_settings("drums")
+    assert settings.params == d.params and settings.variations == d.variations
+    number = take_settings("drums", bpm_mode=METRONOME, bpm=100)
+    assert (number.beats_per_bar, number.offset) == (d.beats_per_bar, d.offset)
+
+    page = build_page(studio)
+    values = {b.elem_id: b.value for b in page.blocks.values() if getattr(b, "elem_id", None) and hasattr(b, "value")}
+    page_ids = dict(cfg="cfg", temperature="temperature", top_k="top-k", top_p="top-p", beats_per_bar="meter",
+                    offset="offset")
+    assert {key: values[elem] for key, elem in page_ids.items()} == {key: expected[key] for key in page_ids}
+
+    @dataclass(frozen=True)
+    class Changed(params.GenerationOptions):
+        guidance: float = 5.5
+        top_k: int = 17
+        beats_per_bar: int = 3
+
+    monkeypatch.setattr(params, "GenerationOptions", Changed)
+    assert (form_defaults()["cfg"], form_defaults()["top_k"]) == (5.5, 17)
+    changed = take_settings("drums", bpm_mode=METRONOME, bpm=100)
+    assert (changed.params.guidance, changed.params.top_k, changed.beats_per_bar) == (5.5, 17, 3)
+
+
 def test_config_is_validated():
     with pytest.raises(StageError, match="max-upload-mb"):
         StudioConfig(max_upload_mb=0)

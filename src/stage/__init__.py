@@ -2,7 +2,7 @@
 
     import stage
     model = stage.load_model("tiny")            # or a checkpoint folder / file, or a hub id
-    result = model.generate(context=mix, sample_rate=44_100, prompt="rock drums")
+    result = stage.generate_stems(model, mix, 44_100, stage.GenerationOptions(prompt="rock drums"))
     click = stage.render_metronome(bpm=120, beats_per_bar=4, seconds=10)   # the training click recipe
     grid = stage.track_beats(mix, 44_100)                                    # beats, downbeats, bpm
 
@@ -21,13 +21,17 @@ _EXPORTS = {
     "CheckpointError": "stage.errors",
     "ConfigError": "stage.errors",
     "OfflineError": "stage.errors",
+    "OptionError": "stage.errors",
     "StageError": "stage.errors",
     "BeatGrid": "stage.data.beats",
     "track_beats": "stage.data.beats",
     "render_clicks": "stage.data.metronome",
     "render_metronome": "stage.data.metronome",
+    "GenerationOptions": "stage.generate.params",
     "GenerationParams": "stage.generate.params",
     "GenerationResult": "stage.generate.params",
+    "WindowParams": "stage.generate.params",
+    "generate_stems": "stage.generate.pipeline",
     "load_model": "stage.model.checkpoints",
     "save_checkpoint": "stage.model.checkpoints",
     "LMConfig": "stage.model.config",

@@ -25,5 +25,18 @@ class ConfigError(StageError):
     """A configuration value or key that is invalid."""
 
 
+class OptionError(ConfigError):
+    """A generation option with a bad value. `field` names the option and `reason` says what is
+    wrong; the message is "<field> <reason>", so an entry point can put its own name for the
+    option (a CLI flag, a form label) in front of the reason."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field} {reason}")
+        self.field, self.reason = field, reason
+
+    def __reduce__(self):  # pickles with both arguments (a plain exception re-creates itself from args)
+        return type(self), (self.field, self.reason)
+
+
 class OfflineError(StageError):
     """Weights that must be downloaded but cannot be (no network, or not cached)."""

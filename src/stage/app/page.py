@@ -16,7 +16,7 @@ import functools
 import os
 from typing import TYPE_CHECKING, Any
 
-from stage.app.form import BPM_MODES, MAX_TAKES
+from stage.app.form import BPM_MODES, MAX_TAKES, form_defaults
 from stage.errors import StageError
 
 if TYPE_CHECKING:  # the studio imports this page; the page only needs its type
@@ -34,6 +34,7 @@ def build_page(studio: Studio):
     from stage.model.registry import STEMS, models_table
 
     c = studio.config
+    d = form_defaults()  # the generate form's starting values: GenerationOptions' defaults, as in `stage generate`
 
     def guard(fn):
         """Run a handler; a user mistake (StageError) becomes a one-line message on the page.
@@ -81,18 +82,19 @@ def build_page(studio: Studio):
                 bpm_mode = gr.Radio(list(BPM_MODES), value=list(BPM_MODES)[2], label="tempo", elem_id="bpm-mode")
                 with gr.Row():
                     bpm = gr.Number(120, label="BPM", minimum=20, maximum=400, elem_id="bpm")
-                    beats_per_bar = gr.Number(4, label="beats per bar", precision=0, minimum=1, maximum=16, elem_id="meter")
-                    offset = gr.Number(0.0, label="first downbeat (s)", elem_id="offset")
+                    beats_per_bar = gr.Number(d["beats_per_bar"], label="beats per bar", precision=0, minimum=1, maximum=16,
+                                              elem_id="meter")
+                    offset = gr.Number(d["offset"], label="first downbeat (s)", elem_id="offset")
                 with gr.Row():
                     track = gr.Button("Track beats", size="sm", elem_id="track")
                     show_grid = gr.Button("Show this grid", size="sm", elem_id="show-grid")
                 tempo_info = gr.Markdown(elem_id="tempo")
                 takes = gr.Slider(1, MAX_TAKES, value=2, step=1, label="takes", elem_id="takes")
                 with gr.Accordion("sampling", open=False):
-                    cfg = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance (cfg)", elem_id="cfg")
-                    temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="temperature")
-                    top_k = gr.Slider(0, 2048, value=250, step=1, label="top-k (0 = all)")
-                    top_p = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="top-p (0 = off)")
+                    cfg = gr.Slider(1.0, 10.0, value=d["cfg"], step=0.5, label="guidance (cfg)", elem_id="cfg")
+                    temperature = gr.Slider(0.0, 2.0, value=d["temperature"], step=0.05, label="temperature", elem_id="temperature")
+                    top_k = gr.Slider(0, 2048, value=d["top_k"], step=1, label="top-k (0 = all)", elem_id="top-k")
+                    top_p = gr.Slider(0.0, 1.0, value=d["top_p"], step=0.01, label="top-p (0 = off)", elem_id="top-p")
                     seed = gr.Number(-1, label="seed (-1 = random)", precision=0, elem_id="seed")
                 generate = gr.Button("Generate takes", variant="primary", elem_id="generate")
             with gr.Column(scale=3):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stage.data.beats import TRACK_MAX_BPM, TRACK_MIN_BPM
-from stage.errors import StageError
+from stage.errors import ConfigError, OptionError, StageError
 from stage.model.registry import KNOWN_MODELS, STEMS
 
 CONTEXT_HELP = """what the model hears (its context; the released models take a mix OR a click, never both, §4):
@@ -91,30 +91,46 @@ def _bpm(text: str | None) -> float | str | None:
         raise StageError(f"--bpm must be a number or 'auto', got {text!r}") from None
 
 
+# GenerationParams fields -> the flags that set them, so a bad value is reported by its flag
+SAMPLING_FLAGS = {"guidance": "--cfg", "text_guidance": "--text-cfg", "temperature": "--temperature", "top_k": "--top-k",
+                  "top_p": "--top-p", "seed": "--seed"}
+
+
 def add_take_options(p: argparse.ArgumentParser, session: bool = False) -> None:
-    """The options shared by `stage generate` and `stage session generate`."""
+    """The options shared by `stage generate` and `stage session generate`; their defaults are
+    `GenerationOptions`' (stage.generate.params)."""
+    from stage.generate.params import PRECISIONS, GenerationOptions
+
+    d = GenerationOptions()
     stems = "|".join(STEMS)
     p.add_argument("--stem", help=f"instrument to generate: {stems} (default: the model's own stem)")
     p.add_argument("--model", help="model name or path (default: the best installed model for --stem: stage-drums if "
                    "found, else the bundled stage-mini-drums; likewise for bass)")
-    p.add_argument("--prompt", default="", help="text description, e.g. 'Genres: Rock, Punk. Moods: energetic.'")
+    p.add_argument("--prompt", default=d.prompt, help="text description, e.g. 'Genres: Rock, Punk. Moods: energetic.'")
     if not session:
-        p.add_argument("--seconds", type=float, help="output length (default: the mix's length)")
+        p.add_argument("--seconds", type=float, default=d.seconds, help="output length (default: the mix's length)")
     p.add_argument("--bpm", help="tempo: N (metronome context) or 'auto' (track the mix's beats); default: the mix is the context")
-    p.add_argument("--beats-per-bar", type=int, help="metronome accent period (default 4); with --bpm auto, the meter to track")
-    p.add_argument("--offset", type=float, default=0.0, help="time of the metronome's first downbeat, seconds (with --bpm N)")
+    p.add_argument("--beats-per-bar", type=int,
+                   help=f"metronome accent period (default {d.beats_per_bar}); with --bpm auto, the meter to track")
+    p.add_argument("--offset", type=float, default=d.offset,
+                   help=f"time of the metronome's first downbeat, seconds (with --bpm N; default {d.offset:g})")
     p.add_argument("--min-bpm", type=float, default=TRACK_MIN_BPM, help=f"lowest tempo --bpm auto may report (default {TRACK_MIN_BPM:g})")
     p.add_argument("--max-bpm", type=float, default=TRACK_MAX_BPM, help=f"highest tempo --bpm auto may report (default {TRACK_MAX_BPM:g})")
-    p.add_argument("--variations", type=int, default=1, help="number of takes, generated in one batch (default 1)")
-    p.add_argument("--seed", type=int, help="base seed; take v uses seed + v (default: random, written to the sidecar)")
-    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default 3.0, the authors'; 1 = off)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0; 0 = greedy)")
-    p.add_argument("--top-k", type=int, default=250, help="keep the k most likely codes (default 250; 0 = all)")
-    p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (default 0 = off)")
-    p.add_argument("--text-cfg", type=float, help="separate text guidance scale (default: one joint scale, --cfg)")
+    p.add_argument("--variations", type=int, default=d.variations,
+                   help=f"number of takes, generated in one batch (default {d.variations})")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="base seed; take v uses seed + v (default: random, written to the sidecar)")
+    p.add_argument("--cfg", type=float, default=d.guidance,
+                   help=f"classifier-free guidance scale (default {d.guidance:g}, the authors'; 1 = off)")
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help=f"sampling temperature (default {d.temperature:g}; 0 = greedy)")
+    p.add_argument("--top-k", type=int, default=d.top_k, help=f"keep the k most likely codes (default {d.top_k}; 0 = all)")
+    p.add_argument("--top-p", type=float, default=d.top_p, help=f"nucleus sampling mass (default {d.top_p:g}; 0 = off)")
+    p.add_argument("--text-cfg", type=float, default=d.text_guidance,
+                   help="separate text guidance scale (default: one joint scale, --cfg)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "bf16", "fp16"],
-                   help="LM precision: fp32 (exact, default), int8 (faster on CPU), bf16/fp16 (GPU)")
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                   help=f"LM precision: fp32 (exact), int8 (faster on CPU), bf16/fp16 (GPU); default {d.precision}")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -224,9 +240,11 @@ def take_settings(args: argparse.Namespace, stem: str, seconds: float | None = N
     from stage.generate.params import GenerationParams
     from stage.generate.takes import TakeSettings
 
-    extra = {} if args.text_cfg is None else {"text_guidance": args.text_cfg}
-    params = GenerationParams(guidance=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                              seed=args.seed, **extra)
+    try:
+        params = GenerationParams(guidance=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                  seed=args.seed, text_guidance=args.text_cfg)
+    except OptionError as err:  # said with the flag: `--cfg must be ...` (one line, exit 2 as usual)
+        raise ConfigError(f"{SAMPLING_FLAGS.get(err.field, err.field)} {err.reason}") from None
     return TakeSettings(stem=stem, prompt=args.prompt, bpm=_bpm(args.bpm), beats_per_bar=args.beats_per_bar,
                         offset=args.offset, seconds=seconds, variations=args.variations, params=params,
                         metronome_only=metronome_only, min_bpm=args.min_bpm, max_bpm=args.max_bpm)

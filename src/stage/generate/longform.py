@@ -41,7 +41,6 @@ window's clicks stay on one global grid.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,55 +49,7 @@ from typing import Protocol
 import numpy as np
 from torch import Tensor
 
-from stage.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class WindowParams:
-    """Long-form options (seconds at the model's frame rate; rounded to whole frames).
-
-    window_seconds: length of each generated window (10 s, as trained, §6.5).
-    context_seconds: conditioning length, the first part of each window (clamped to the window).
-    prompt_seconds: overlap between consecutive windows: the previous stem's tail continued as the
-      prompt. The hop between windows is window - prompt.
-    crossfade_seconds: crossfade between windows, inside the overlap.
-    crossfade_shape: "power" (equal power, cos / sin; default) or "linear" (equal gain).
-    """
-
-    window_seconds: float = 10.0
-    context_seconds: float = 10.0
-    prompt_seconds: float = 5.0
-    crossfade_seconds: float = 0.1
-    crossfade_shape: str = "power"
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        for name in ("window_seconds", "context_seconds", "prompt_seconds", "crossfade_seconds"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.window_seconds <= 0:
-            raise ConfigError(f"window_seconds must be > 0, got {self.window_seconds}")
-        if not 0 < self.prompt_seconds < self.window_seconds:
-            raise ConfigError(
-                f"prompt_seconds must be between 0 and window_seconds ({self.window_seconds}), got {self.prompt_seconds}"
-            )
-        if self.crossfade_shape not in ("power", "linear"):
-            raise ConfigError(f"crossfade_shape must be 'power' or 'linear', got {self.crossfade_shape!r}")
-        if self.crossfade_seconds > self.prompt_seconds:
-            raise ConfigError(
-                f"crossfade_seconds ({self.crossfade_seconds}) must fit in the overlap (prompt_seconds {self.prompt_seconds})"
-            )
-
-    def frames(self, frame_rate: int) -> tuple[int, int, int]:
-        """(window, context, prompt) in frames; context clamped to the window, prompt >= 1 and
-        < window."""
-        window = max(2, int(round(self.window_seconds * frame_rate)))
-        context = min(window, int(round(self.context_seconds * frame_rate)))
-        prompt = min(window - 1, max(1, int(round(self.prompt_seconds * frame_rate))))
-        return window, context, prompt
+from stage.generate.params import WindowParams  # the long-form options, next to the other options
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from stage.errors import ConfigError
+from stage.generate.params import PRECISIONS
 from stage.model.lm import StageLM
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
 # max |logits_int8 - logits_fp32| / std(logits_fp32), and the rms; see the module docstring.

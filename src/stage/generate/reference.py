@@ -3,7 +3,7 @@
 It follows the authors' loop literally: at every step the **whole** sequence so far is run
 through the LM (no cache), the last step's logits are guided and sampled, and the token is
 written into every slot of that step that is still unset. It is the oracle the fast `Generator`
-is tested against; use `StageModel.generate` for real work.
+is tested against; use `generate_stems` (pipeline.py) for real work.
 """
 
 from __future__ import annotations

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from stage.audio import fit_length
+from stage.generate.params import GenerationOptions
 from stage.generate.takes import Context, TakePlan, TakeSettings
 
 HEADROOM_DB = -1.0
@@ -91,15 +92,15 @@ class TakeSet:
 def render_takes(model, plan: TakePlan, progress: Progress | None = None, precision: str = "fp32") -> TakeSet:
     """Run the model for `plan` and return the stems and their preview mixes at the input's rate,
     channel count and length. progress(done, total) is called after every decoding step;
-    precision is passed to `StageModel.generate` ("fp32", "int8" on CPU, "bf16"/"fp16" on GPU)."""
+    precision is passed to `generate_stems` ("fp32", "int8" on CPU, "bf16"/"fp16" on GPU)."""
+    from stage.generate.pipeline import generate_stems
+
     t0 = time.perf_counter()
     settings, context = plan.settings, plan.context
-    params = replace(settings.params, seed=plan.base_seed)
-    options = {} if precision == "fp32" else {"precision": precision}
-    result = model.generate(
-        context=context.audio, sample_rate=context.sample_rate, output_rate=plan.sample_rate, prompt=settings.prompt,
-        seconds=plan.seconds, variations=settings.variations, params=params, progress=progress, **options,
-    )
+    options = GenerationOptions.from_params(settings.params, seed=plan.base_seed, prompt=settings.prompt,
+                                            seconds=plan.seconds, variations=settings.variations,
+                                            output_rate=plan.sample_rate, precision=precision)
+    result = generate_stems(model, context.audio, context.sample_rate, options, progress=progress)
     stems = fit_length(result.stems, plan.samples)  # [V, C', N] at the input's rate (clicks were given at 32 kHz)
     if stems.shape[1] != plan.channels:  # the model is mono: copy it to every channel of the input
         stems = np.repeat(stems[:, :1], plan.channels, axis=1)

@@ -1,0 +1,199 @@
+"""`generate_stems`: audio and a `GenerationOptions` in, stems out (the library's one generate call).
+
+    model = stage.load_model("tiny")
+    options = stage.GenerationOptions(prompt="funky drums", seconds=10, seed=7)
+    result = stage.generate_stems(model, mix, 44_100, options)
+    result.stems  # float32 [V, C, N] at 44.1 kHz, C = the mix's channels
+
+The LM works on 32 kHz mono EnCodec codes; `generate_stems` resamples and down-mixes the
+context on the way in and restores the caller's rate and channel count on the way out, with the
+model's audio helpers (`StageModel.to_model_audio`, `finish_audio`). Generation runs the cached
+`Generator` (generator.py); a song longer than one window (10 s) is accompanied window by window
+(longform.py). `engine="reference"` runs the authors' uncached loop (reference.py).
+
+The model keeps what is worth keeping between calls in `model.generation_cache` (a plain dict,
+never in the state dict): the LM converted for a precision (`cached_lm`) and the last
+`Generator` (`cached_generator`, its KV caches allocated once), both dropped when a weight
+changes (`StageModel.weights_key`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import torch
+
+from stage.audio import MAX_SECONDS, as_channels_first, check_rate
+from stage.errors import OptionError, StageError
+from stage.generate.generator import Generator, steps_needed
+from stage.generate.longform import generate_longform
+from stage.generate.params import GenerationOptions, GenerationParams, GenerationResult, WindowParams
+from stage.generate.quantize import check_precision, prepare_lm
+from stage.generate.reference import reference_generate
+from stage.generate.sampling import make_generators
+from stage.model.lm import StageLM
+from stage.model.stage_model import StageModel
+
+DEFAULT_OPTIONS = GenerationOptions()
+
+
+def default_window(model: StageModel) -> WindowParams:
+    """The long-form `WindowParams` for `model`: windows and contexts as long as it was trained
+    on (`config.window_seconds`), consecutive windows overlapping by half."""
+    return WindowParams.trained(model.config.window_seconds)
+
+
+def cached_lm(model: StageModel, precision: str) -> StageLM:
+    """The LM converted for `precision` (quantize.py), kept while the weights are unchanged."""
+    if precision == "fp32":
+        return prepare_lm(model.lm, precision)
+    key = model.weights_key()
+    hit = model.generation_cache.get(precision)
+    if hit is None or hit[0] != key:
+        model.generation_cache[precision] = (key, prepare_lm(model.lm, precision))
+    return model.generation_cache[precision][1]
+
+
+def cached_generator(model: StageModel, precision: str, variations: int, branches: int, max_steps: int,
+                     compile: bool = False, cuda_graphs: bool = False) -> Generator:
+    """The `Generator` for these sizes: kept between calls (KV caches allocated once, packed
+    weights and captured graphs reused) until the sizes or the weights change."""
+    key = (precision, variations, branches, max_steps, compile, cuda_graphs, model.weights_key())
+    hit = model.generation_cache.get("generator")
+    if hit is None or hit[0] != key:
+        model.generation_cache.pop("generator", None)  # free the old caches first
+        gen = Generator(cached_lm(model, precision), max_steps, batch=variations, branches=branches,
+                        precision=precision, compile=compile, cuda_graphs=cuda_graphs)
+        model.generation_cache["generator"] = (key, gen)
+    return model.generation_cache["generator"][1]
+
+
+@torch.no_grad()
+def generate_stems(
+    model: StageModel,
+    context=None,
+    sample_rate: int | None = None,
+    options: GenerationOptions = DEFAULT_OPTIONS,
+    continuation=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> GenerationResult:
+    """Generate `options.variations` stems that fit `context`.
+
+    context: the mix (or a click track) as [C, N] / [N] float audio at `sample_rate`, or None
+      for text-only generation. Context and stem start at the same time (§3.5). Each long-form
+      window is conditioned on the time-aligned part of the mix (a mix shorter than the stem
+      conditions only the windows it reaches).
+    sample_rate: rate of `context` and `continuation` (default: the model's, 32 kHz).
+    options: a `GenerationOptions` (prompt, seconds, variations, sampling, tempo, output rate,
+      windows, engine, precision); see stage.generate.params.
+    continuation: optional [C, N] audio of the stem to continue (it is part of `seconds`; in
+      long-form it must be shorter than one window).
+    progress: called as progress(step, total) after every sampling step.
+    Returns a GenerationResult with stems [V, C, N] (C = the context's channel count, N the
+    requested length at `options.output_rate`) and timings (seconds per phase, real-time factor).
+    """
+    if not isinstance(options, GenerationOptions):
+        raise OptionError("options", f"must be a GenerationOptions, got {type(options).__name__}")
+    if model.lm.training:
+        raise StageError("the model is in training mode; call model.eval() before generating")
+    t0 = time.perf_counter()
+    sample_rate = check_rate(model.sample_rate if sample_rate is None else sample_rate, "sample_rate")
+    output_rate = sample_rate if options.output_rate is None else options.output_rate
+    window = default_window(model) if options.window is None else options.window
+    if options.engine == "cached":
+        check_precision(options.precision, model.device)  # the name is checked already; this checks the device
+    V = int(options.variations)
+    channels, mix, context_samples = 1, None, None
+    if context is not None:
+        x = as_channels_first(context, "context")
+        channels, context_samples = x.shape[0], x.shape[1]
+        mix = model.to_model_audio(x, sample_rate, "context")  # [1, N32]
+    seconds = options.seconds
+    if seconds is None:  # the context's length (checked like a given length), else one window
+        seconds = context_samples / sample_rate if context_samples else window.window_seconds
+        if seconds > MAX_SECONDS:
+            raise OptionError("seconds", f"must be at most {MAX_SECONDS:g} (one hour); the context is {seconds:g} s")
+    if options.bpm is not None:
+        from stage.data.metronome import render_metronome
+
+        mix = render_metronome(options.bpm, options.beats_per_bar, seconds, options.offset, model.sample_rate)[None]  # [1, N32]
+    if mix is not None and model.config.lm.layout == "musicgen":
+        raise StageError("a plain MusicGen model takes no context or metronome; use a STAGE model")
+    num_samples = int(round(seconds * output_rate))
+    total_frames = max(1, model.codec.num_frames(int(round(seconds * model.sample_rate))))
+    win_frames = window.frames(model.frame_rate)[0]
+    prompt_codes = None
+    if continuation is not None:
+        prompt_codes = model.encode_audio(continuation, sample_rate, "continuation")[..., :total_frames]  # [1, K, P]
+        if total_frames > win_frames and prompt_codes.shape[-1] >= win_frames:
+            raise StageError(
+                f"the continuation ({prompt_codes.shape[-1] / model.frame_rate:.1f} s) must be shorter than one "
+                f"window ({window.window_seconds} s) for long-form generation"
+            )
+    cond = model.text([options.prompt])  # [1, N, D], shared by every variation
+    t_text = time.perf_counter()
+    base = options.seed if options.seed is not None else secrets.randbelow(2**31)
+    seeds = [base + v for v in range(V)]
+    generators = make_generators(seeds, model.device)
+    run = _window_runner(model, options, cond, generators, window, total_frames, mix)
+
+    first = [True]
+
+    def run_window(ctx, prm, n, prog):
+        if first[0] and prompt_codes is not None:  # the caller's continuation opens the first window
+            prm = prompt_codes
+        first[0] = False
+        return run(ctx, prm, n, prog)
+
+    out = generate_longform(
+        run_window, model.encode_model_audio, model.decode_model_audio, mix, total_frames, window,
+        model.frame_rate, model.codec.hop_length, progress=progress, extra_steps=max(model.config.lm.delays),
+        first_prompt=0 if prompt_codes is None else prompt_codes.shape[-1],
+    )
+    t_lm_end = time.perf_counter()
+    stems = model.finish_audio(out.audio, num_samples, output_rate, channels)
+    t_end = time.perf_counter()
+    lm_seconds = out.prefill_seconds + out.decode_seconds
+    timings = {
+        "encode": (t_text - t0) + out.encode_seconds,
+        "lm": lm_seconds if options.engine == "cached" else (t_lm_end - t_text) - out.encode_seconds - out.codec_decode_seconds,
+        "prefill": out.prefill_seconds,
+        "decode_steps": float(out.steps),
+        "step_ms": out.step_ms,
+        "decode": out.codec_decode_seconds + (t_end - t_lm_end),
+        "windows": float(len(out.windows)),
+        "total": t_end - t0,
+    }
+    timings["real_time_factor"] = timings["total"] / seconds
+    timings["x_real_time"] = seconds / timings["total"]
+    return GenerationResult(stems=stems, sample_rate=output_rate, codes=out.codes.cpu(), seeds=seeds, timings=timings)
+
+
+def _window_runner(model: StageModel, options: GenerationOptions, cond, generators, window: WindowParams,
+                   total_frames: int, mix):
+    """run(context [1, K, Tc] | None, prompt [1|V, K, P] | None, frames, progress) for one window."""
+    V = int(options.variations)
+    params: GenerationParams = options.params
+    if options.engine == "reference":
+
+        def run_reference(ctx, prm, n, prog):
+            ctx = None if ctx is None else ctx.expand(V, -1, -1)
+            prm = None if prm is None else prm.expand(V, -1, -1)
+            codes = reference_generate(model.lm, cond.repeat(V), n, params, context=ctx, prompt=prm,
+                                       generators=generators, progress=prog)
+            return SimpleNamespace(codes=codes)
+
+        return run_reference
+    win, ctx_frames, _ = window.frames(model.frame_rate)
+    frames = min(win, total_frames)
+    context_frames = 0 if mix is None else min(ctx_frames, frames)
+    steps = steps_needed(model.config.lm, frames, context_frames)
+    gen = cached_generator(model, options.precision, V, params.branches, steps, options.compile, options.cuda_graphs)
+
+    def run(ctx, prm, n, prog):
+        return gen.generate(cond, n, params, context=ctx, prompt=prm, variations=V, generators=generators, progress=prog)
+
+    return run
