@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import shutil
 import socket
+import threading
 import zipfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import soundfile as sf
 
 from helpers import drum_loop
 from stage.app.studio import COLORS, MAX_TAKES, Studio, StudioConfig, render_waveform
-from stage.errors import StageError
+from stage.errors import Cancelled, StageError
 from stage.generate.session import LOCK_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,6 +219,61 @@ def test_bad_uploads_and_names_change_nothing(studio, tmp_path):
     with pytest.raises(StageError, match="no mix version"):
         studio.use_version(name, "v7")
     assert snapshot(studio.workspace.root) == before and not outside.exists()
+
+
+def test_progress_names_the_takes_and_cancel_stops_them(studio, tmp_path):
+    """A generation reports its progress named by the takes it makes; cancelled from its own
+    progress after the first decoding steps (the real tiny model and Generator), it stops there
+    with a one-line `Cancelled`, writes nothing, and the session's files stay byte for byte."""
+    name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.5)), "song")
+    studio.generate(name, "drums", "tiny", bpm_mode="off", takes=1, cfg=1.0, seed=1)
+    before = snapshot(studio.workspace.root)
+    seen: list[tuple[float, str]] = []
+
+    def progress(fraction, desc=""):
+        seen.append((fraction, desc))
+        if sum("generating" in d for _, d in seen) == 3:
+            assert studio.cancel(name, wait=0) .startswith("cancelling")  # this very job: it cannot wait for itself
+            assert [j.cancel.is_set() for j in studio.running(name)] == [True]
+
+    with pytest.raises(Cancelled, match="take cancelled; nothing was written"):
+        studio.generate(name, "drums", "tiny", progress, bpm_mode="off", takes=2, cfg=1.0, seed=5)
+    steps = [f for f, d in seen if "generating" in d]
+    assert len(steps) == 3 and steps == sorted(steps) and steps[-1] < 0.5  # stopped early: 3 of ~28 steps
+    assert seen[:2] == [(0.0, "drums: waiting for the model"), (0.0, "drums take002, take003: waiting for the model")]
+    assert seen[-1][1] == "drums take002, take003: generating"
+    assert snapshot(studio.workspace.root) == before and studio.running(name) == []
+    assert studio.cancel(name).startswith("nothing to cancel")
+
+    seen.clear()  # the next generation numbers its takes as if nothing had happened, and ends at 1.0
+    result = studio.generate(name, "drums", "tiny", progress=lambda f, desc="": seen.append((f, desc)), bpm_mode="off",
+                             takes=1, cfg=1.0, seed=5)
+    assert [t.id for t in result.takes] == ["take002"] and seen[-1] == (1.0, "drums take002: done")
+
+
+def test_cancel_from_another_request_while_the_model_is_busy(studio, tmp_path):
+    """Cancel from another thread (a second request) while the take waits for the model (held by
+    another job): `cancel` says it is cancelling, and the take stops as soon as it gets the
+    model, before it runs a single step."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.3)), "song")
+    before = snapshot(studio.workspace.root)
+    seen: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        with studio.lock:  # another job has the model
+            job = pool.submit(studio.generate, name, "drums", "tiny", lambda f, desc="": seen.append(desc),
+                              bpm_mode="off", takes=1, cfg=1.0)
+            for _ in range(1200):  # until the take is registered and waiting (at most a minute)
+                if studio.running(name) or job.done():
+                    break
+                threading.Event().wait(0.05)
+            assert seen == ["drums: waiting for the model"] and not job.done()
+            assert studio.cancel(name, wait=0.2).startswith("cancelling: the take stops as soon as the model is free")
+        with pytest.raises(Cancelled, match="take cancelled"):
+            job.result(timeout=120)
+    assert not any("generating" in d for d in seen)
+    assert snapshot(studio.workspace.root) == before
 
 
 def test_a_model_for_another_stem_is_refused(studio, tiny_model):
