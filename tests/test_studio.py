@@ -8,6 +8,7 @@ own server thread) and drives it with Playwright's sync API through Debian's `/u
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import socket
 import threading
@@ -221,6 +222,35 @@ def test_bad_uploads_and_names_change_nothing(studio, tmp_path):
     assert snapshot(studio.workspace.root) == before and not outside.exists()
 
 
+@pytest.mark.parametrize("field, value", [("mix", "../../secret.wav"), ("mix", "/etc/hostname"),
+                                          ("take", "takes/../../../secret.wav"), ("sidecar", "C:/x.json")])
+def test_a_tampered_session_file_is_refused(studio, tmp_path, capsys, field, value):
+    """A session.json edited to name a file outside its folder (which a view would read and an
+    export would copy): every job refuses it with one line, and nothing changes or leaks."""
+    from stage.cli import main
+
+    name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.3)), "song")
+    studio.generate(name, "drums", "tiny", bpm_mode="off", takes=1, cfg=1.0, seed=1)
+    write_loop(tmp_path / "secret.wav", 0.3)
+    path = studio.workspace.root / name / "session.json"
+    state = json.loads(path.read_text())
+    if field == "mix":
+        state["mixes"][0]["file"] = value
+    else:
+        state["takes"][0]["file" if field == "take" else "sidecar"] = value
+    path.write_text(json.dumps(state))
+    before = snapshot(studio.workspace.root)
+    jobs = [studio.view, studio.export, lambda n: studio.accept(n, "take001"), lambda n: studio.reject(n, "take001"),
+            lambda n: studio.use_version(n, "v0"), studio.track,
+            lambda n: studio.generate(n, "drums", "tiny", bpm_mode="off", takes=1, cfg=1.0)]
+    for job in jobs:
+        with pytest.raises(StageError, match="leads outside the session folder"):
+            job(name)
+    assert main(["session", "show", str(path.parent)]) == 2
+    assert "leads outside the session folder" in capsys.readouterr().err
+    assert snapshot(studio.workspace.root) == before and not (studio.work_dir / "exports").exists()
+
+
 def test_progress_names_the_takes_and_cancel_stops_them(studio, tmp_path):
     """A generation reports its progress named by the takes it makes; cancelled from its own
     progress after the first decoding steps (the real tiny model and Generator), it stops there
@@ -355,7 +385,8 @@ def test_the_queue_serves_eight_requests_at_once(tiny_model, tmp_path, patient_l
 
 @pytest.mark.browser
 def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
-    """Create a session from an upload, generate two takes, accept one: the real page."""
+    """The real page: create a session from an upload, generate two drum takes, accept one; cancel
+    a take (nothing written); generate bass over the new mix and accept it; export the zip."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -409,6 +440,42 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
                 page.locator("#lane-1").filter(has_text="drums: take001").wait_for(timeout=120_000)
                 page.wait_for_function("document.querySelector('#lane-1-wave img')?.naturalWidth > 0", timeout=60_000)
                 page.locator("#status").filter(has_text="mix v1").wait_for(timeout=30_000)
+
+                # Cancel a take while it waits for the model (another job holds it, so the timing is
+                # ours): the progress shows on the takes, Cancel stops it, nothing is written.
+                folder = sessions / "groove"
+                before = snapshot(folder)
+                with studio.lock:
+                    page.locator("#generate").click()
+                    page.locator("#takes-table").get_by_text("drums: waiting for the model").wait_for(timeout=60_000)
+                    [job] = studio.running("groove")
+                    page.locator("#cancel").click()
+                    assert job.cancel.wait(60), "the page's Cancel did not reach the job"
+                page.get_by_text("take cancelled; nothing was written").first.wait_for(timeout=60_000)
+                assert job.done.wait(60) and job.outcome == "cancelled" and snapshot(folder) == before
+                for close in page.locator("[data-testid=toast-close]").all():
+                    close.click()
+
+                # Bass over mix v1 (the upload + the accepted drums), the mix itself as its context.
+                page.locator("#stem input").click()
+                page.get_by_role("option", name="bass").click()
+                page.locator("#take-title").filter(has_text="no takes of this stem yet").wait_for(timeout=60_000)
+                page.get_by_label("off: the mix is the context").check()
+                page.locator("#generate").click()
+                page.locator("#takes-table").filter(has_text="take004").wait_for(timeout=300_000)
+                page.locator("#take-title").filter(has_text="take004: bass").wait_for(timeout=60_000)
+                page.locator("#accept").click()
+                page.locator("#lane-2").filter(has_text="bass: take004").wait_for(timeout=120_000)
+                page.locator("#status").filter(has_text="mix v2").wait_for(timeout=30_000)
+
+                # Export: the zip the page hands over.
+                page.locator("#export").click()
+                link = page.locator("#export-file a").first
+                link.wait_for(timeout=120_000)
+                with page.expect_download(timeout=60_000) as download:
+                    link.click()
+                exported = tmp_path / "export.zip"
+                download.value.save_as(str(exported))
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
             finally:
@@ -417,8 +484,30 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
         demo.close()
         studio.close()
     session = Session.open(sessions / "groove")  # the store `stage session` reads
-    assert session.state.current == 1 and [t.id for t in session.accepted_takes()] == ["take001"]
+    assert session.state.current == 2 and [t.id for t in session.accepted_takes()] == ["take001", "take004"]
     assert [t.seed for t in session.state.takes][1] == session.state.takes[0].seed + 1
+    assert [t.id for t in session.state.takes] == ["take001", "take002", "take003", "take004"]  # nothing of the cancelled one
+
+    # The bass was generated against mix v1, which holds the accepted drums.
+    bass = session.find_take("take004")
+    sidecar = json.loads((folder / bass.sidecar).read_text())
+    assert (bass.over_mix, bass.context, sidecar["over_mix"], sidecar["context"]["mode"]) == (1, "mix", "mixes/mix_001.wav", "mix")
+    v0, v1 = (sf.read(str(folder / f"mixes/mix_00{i}.wav"), always_2d=True)[0] for i in (0, 1))
+    drums = sf.read(str(folder / session.find_take("take001").file), always_2d=True)[0]
+    np.testing.assert_allclose(v1, session.state.mixes[1].mix_gain * (v0 + drums), atol=3e-4)
+    assert np.abs(drums).max() > 1e-3  # the drums are not silence: the bass heard them
+
+    # Every WAV in the export is sample-aligned with the upload: its rate, channels and length.
+    upload, upload_sr = sf.read(str(mix), always_2d=True)
+    with zipfile.ZipFile(exported) as z:
+        wavs = sorted(n for n in z.namelist() if n.endswith(".wav"))
+        assert [n for n in wavs if n.startswith("stems/")] == sorted(f"stems/{Path(t.file).name}"
+                                                                     for t in session.accepted_takes())
+        for member in wavs:
+            audio, sr = sf.read(io.BytesIO(z.read(member)), always_2d=True)
+            assert sr == upload_sr and audio.shape == upload.shape, member
+        np.testing.assert_array_equal(sf.read(io.BytesIO(z.read(f"stems/{Path(bass.file).name}")), always_2d=True)[0],
+                                      sf.read(str(folder / bass.file), always_2d=True)[0])
 
 
 def test_studio_command_refuses_missing_models(tmp_path, capsys, monkeypatch):

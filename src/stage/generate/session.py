@@ -16,7 +16,7 @@ import shutil
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -99,13 +99,23 @@ class SessionState:
     def from_dict(cls, data: dict, where: str) -> SessionState:
         check_header(data, expected=SESSION_FORMAT, version=SESSION_VERSION, where=where, what="stage session file")
         try:
-            return cls(
+            state = cls(
                 sample_rate=int(data["sample_rate"]), channels=int(data["channels"]), samples=int(data["samples"]),
                 mixes=[MixVersion(**m) for m in data["mixes"]], current=int(data["current"]),
                 takes=[SessionTake(**t) for t in data.get("takes", [])], next_take=int(data.get("next_take", 1)),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise StageError(f"{where}: malformed session file ({err})") from None
+        if not 0 <= state.current < len(state.mixes):
+            raise StageError(f"{where}: malformed session file (current mix version {state.current} does not exist)")
+        # Every file the state names is read (views, accept) or copied (the studio's zip export):
+        # each must stay inside the session folder, whoever edited the file.
+        names = [m.file for m in state.mixes] + [f for t in state.takes for f in (t.file, t.mix_file, t.sidecar)]
+        for name in names:
+            if not _inside(name):
+                raise StageError(f"{where}: the file {str(name)[:80]!r} leads outside the session folder "
+                                 "(a session file names files in its own mixes/ and takes/ only)")
+        return state
 
 
 @dataclass
@@ -114,6 +124,15 @@ class SessionTakes:
 
     takes: list[SessionTake]
     takeset: TakeSet
+
+
+def _inside(name) -> bool:
+    """Whether `name` (from session.json) is a relative path inside the session folder:
+    "mixes/mix_001.wav", not "/etc/x", "../x" or "C:x"."""
+    if not isinstance(name, str) or not name or "\\" in name or ":" in name:
+        return False
+    path = PurePosixPath(name)
+    return not path.is_absolute() and ".." not in path.parts and path.parts[0] in ("mixes", "takes")
 
 
 def _now() -> str:
