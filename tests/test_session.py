@@ -240,3 +240,38 @@ def test_version_1_session_files_still_open(tmp_path):
     (folder / "session.json").write_text(json.dumps(state))
     session = Session.open(folder)
     assert session.state.mixes[0].base is None and session.accepted_takes() == []
+
+
+def test_a_cancelled_take_leaves_the_session_as_it_was(tmp_path, tiny_model):
+    """`add_takes(cancel=...)` with the real tiny model: a cancel that arrives at the last
+    decoding step (the generation is done, nothing written yet) still stops the takes, the
+    folder stays byte for byte as it was, and the next call numbers its takes as if nothing
+    had happened."""
+    import threading
+
+    from stage.errors import Cancelled
+
+    sr = 16_000
+    folder = tmp_path / "s"
+    session = Session.create(folder, drum_loop(120.0, 0.3, sr, 0.05) * 0.5, sr)
+    before = {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    cancel = threading.Event()
+    steps = []
+
+    def progress(done, total):
+        steps.append(done)
+        if done == total:
+            cancel.set()
+
+    settings = TakeSettings(stem="drums", variations=2, params=GenerationParams(guidance=1.0, seed=5))
+    with pytest.raises(Cancelled, match="take cancelled; nothing was written"):
+        session.add_takes(tiny_model, settings, progress, cancel=cancel)
+    assert steps and steps[-1] > 1  # the model really ran to its end
+    assert {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert Session.open(folder).state.takes == [] and not any((folder / "takes").iterdir())
+
+    with pytest.raises(Cancelled):  # already set: refused before the model starts
+        session.add_takes(tiny_model, settings, lambda done, total: steps.append(-1), cancel=cancel)
+    assert steps[-1] != -1
+    added = session.add_takes(tiny_model, settings, cancel=threading.Event())
+    assert [t.id for t in added.takes] == ["take001", "take002"]

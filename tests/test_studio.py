@@ -8,8 +8,10 @@ own server thread) and drives it with Playwright's sync API through Debian's `/u
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import socket
+import threading
 import zipfile
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import soundfile as sf
 
 from helpers import drum_loop
 from stage.app.studio import COLORS, MAX_TAKES, Studio, StudioConfig, render_waveform
-from stage.errors import StageError
+from stage.errors import Cancelled, StageError
 from stage.generate.session import LOCK_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,6 +222,90 @@ def test_bad_uploads_and_names_change_nothing(studio, tmp_path):
     assert snapshot(studio.workspace.root) == before and not outside.exists()
 
 
+@pytest.mark.parametrize("field, value", [("mix", "../../secret.wav"), ("mix", "/etc/hostname"),
+                                          ("take", "takes/../../../secret.wav"), ("sidecar", "C:/x.json")])
+def test_a_tampered_session_file_is_refused(studio, tmp_path, capsys, field, value):
+    """A session.json edited to name a file outside its folder (which a view would read and an
+    export would copy): every job refuses it with one line, and nothing changes or leaks."""
+    from stage.cli import main
+
+    name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.3)), "song")
+    studio.generate(name, "drums", "tiny", bpm_mode="off", takes=1, cfg=1.0, seed=1)
+    write_loop(tmp_path / "secret.wav", 0.3)
+    path = studio.workspace.root / name / "session.json"
+    state = json.loads(path.read_text())
+    if field == "mix":
+        state["mixes"][0]["file"] = value
+    else:
+        state["takes"][0]["file" if field == "take" else "sidecar"] = value
+    path.write_text(json.dumps(state))
+    before = snapshot(studio.workspace.root)
+    jobs = [studio.view, studio.export, lambda n: studio.accept(n, "take001"), lambda n: studio.reject(n, "take001"),
+            lambda n: studio.use_version(n, "v0"), studio.track,
+            lambda n: studio.generate(n, "drums", "tiny", bpm_mode="off", takes=1, cfg=1.0)]
+    for job in jobs:
+        with pytest.raises(StageError, match="leads outside the session folder"):
+            job(name)
+    assert main(["session", "show", str(path.parent)]) == 2
+    assert "leads outside the session folder" in capsys.readouterr().err
+    assert snapshot(studio.workspace.root) == before and not (studio.work_dir / "exports").exists()
+
+
+def test_progress_names_the_takes_and_cancel_stops_them(studio, tmp_path):
+    """A generation reports its progress named by the takes it makes; cancelled from its own
+    progress after the first decoding steps (the real tiny model and Generator), it stops there
+    with a one-line `Cancelled`, writes nothing, and the session's files stay byte for byte."""
+    name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.5)), "song")
+    studio.generate(name, "drums", "tiny", bpm_mode="off", takes=1, cfg=1.0, seed=1)
+    before = snapshot(studio.workspace.root)
+    seen: list[tuple[float, str]] = []
+
+    def progress(fraction, desc=""):
+        seen.append((fraction, desc))
+        if sum("generating" in d for _, d in seen) == 3:
+            assert studio.cancel(name, wait=0) .startswith("cancelling")  # this very job: it cannot wait for itself
+            assert [j.cancel.is_set() for j in studio.running(name)] == [True]
+
+    with pytest.raises(Cancelled, match="take cancelled; nothing was written"):
+        studio.generate(name, "drums", "tiny", progress, bpm_mode="off", takes=2, cfg=1.0, seed=5)
+    steps = [f for f, d in seen if "generating" in d]
+    assert len(steps) == 3 and steps == sorted(steps) and steps[-1] < 0.5  # stopped early: 3 of ~28 steps
+    assert seen[:2] == [(0.0, "drums: waiting for the model"), (0.0, "drums take002, take003: waiting for the model")]
+    assert seen[-1][1] == "drums take002, take003: generating"
+    assert snapshot(studio.workspace.root) == before and studio.running(name) == []
+    assert studio.cancel(name).startswith("nothing to cancel")
+
+    seen.clear()  # the next generation numbers its takes as if nothing had happened, and ends at 1.0
+    result = studio.generate(name, "drums", "tiny", progress=lambda f, desc="": seen.append((f, desc)), bpm_mode="off",
+                             takes=1, cfg=1.0, seed=5)
+    assert [t.id for t in result.takes] == ["take002"] and seen[-1] == (1.0, "drums take002: done")
+
+
+def test_cancel_from_another_request_while_the_model_is_busy(studio, tmp_path):
+    """Cancel from another thread (a second request) while the take waits for the model (held by
+    another job): `cancel` says it is cancelling, and the take stops as soon as it gets the
+    model, before it runs a single step."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.3)), "song")
+    before = snapshot(studio.workspace.root)
+    seen: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        with studio.lock:  # another job has the model
+            job = pool.submit(studio.generate, name, "drums", "tiny", lambda f, desc="": seen.append(desc),
+                              bpm_mode="off", takes=1, cfg=1.0)
+            for _ in range(1200):  # until the take is registered and waiting (at most a minute)
+                if studio.running(name) or job.done():
+                    break
+                threading.Event().wait(0.05)
+            assert seen == ["drums: waiting for the model"] and not job.done()
+            assert studio.cancel(name, wait=0.2).startswith("cancelling: the take stops as soon as the model is free")
+        with pytest.raises(Cancelled, match="take cancelled"):
+            job.result(timeout=120)
+    assert not any("generating" in d for d in seen)
+    assert snapshot(studio.workspace.root) == before
+
+
 def test_a_model_for_another_stem_is_refused(studio, tiny_model):
     import copy
 
@@ -335,7 +421,8 @@ def test_the_queue_serves_eight_requests_at_once(tiny_model, tmp_path, patient_l
 
 @pytest.mark.browser
 def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
-    """Create a session from an upload, generate two takes, accept one: the real page."""
+    """The real page: create a session from an upload, generate two drum takes, accept one; cancel
+    a take (nothing written); generate bass over the new mix and accept it; export the zip."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -389,6 +476,42 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
                 page.locator("#lane-1").filter(has_text="drums: take001").wait_for(timeout=120_000)
                 page.wait_for_function("document.querySelector('#lane-1-wave img')?.naturalWidth > 0", timeout=60_000)
                 page.locator("#status").filter(has_text="mix v1").wait_for(timeout=30_000)
+
+                # Cancel a take while it waits for the model (another job holds it, so the timing is
+                # ours): the progress shows on the takes, Cancel stops it, nothing is written.
+                folder = sessions / "groove"
+                before = snapshot(folder)
+                with studio.lock:
+                    page.locator("#generate").click()
+                    page.locator("#takes-table").get_by_text("drums: waiting for the model").wait_for(timeout=60_000)
+                    [job] = studio.running("groove")
+                    page.locator("#cancel").click()
+                    assert job.cancel.wait(60), "the page's Cancel did not reach the job"
+                page.get_by_text("take cancelled; nothing was written").first.wait_for(timeout=60_000)
+                assert job.done.wait(60) and job.outcome == "cancelled" and snapshot(folder) == before
+                for close in page.locator("[data-testid=toast-close]").all():
+                    close.click()
+
+                # Bass over mix v1 (the upload + the accepted drums), the mix itself as its context.
+                page.locator("#stem input").click()
+                page.get_by_role("option", name="bass").click()
+                page.locator("#take-title").filter(has_text="no takes of this stem yet").wait_for(timeout=60_000)
+                page.get_by_label("off: the mix is the context").check()
+                page.locator("#generate").click()
+                page.locator("#takes-table").filter(has_text="take004").wait_for(timeout=300_000)
+                page.locator("#take-title").filter(has_text="take004: bass").wait_for(timeout=60_000)
+                page.locator("#accept").click()
+                page.locator("#lane-2").filter(has_text="bass: take004").wait_for(timeout=120_000)
+                page.locator("#status").filter(has_text="mix v2").wait_for(timeout=30_000)
+
+                # Export: the zip the page hands over.
+                page.locator("#export").click()
+                link = page.locator("#export-file a").first
+                link.wait_for(timeout=120_000)
+                with page.expect_download(timeout=60_000) as download:
+                    link.click()
+                exported = tmp_path / "export.zip"
+                download.value.save_as(str(exported))
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
             finally:
@@ -397,8 +520,30 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
         demo.close()
         studio.close()
     session = Session.open(sessions / "groove")  # the store `stage session` reads
-    assert session.state.current == 1 and [t.id for t in session.accepted_takes()] == ["take001"]
+    assert session.state.current == 2 and [t.id for t in session.accepted_takes()] == ["take001", "take004"]
     assert [t.seed for t in session.state.takes][1] == session.state.takes[0].seed + 1
+    assert [t.id for t in session.state.takes] == ["take001", "take002", "take003", "take004"]  # nothing of the cancelled one
+
+    # The bass was generated against mix v1, which holds the accepted drums.
+    bass = session.find_take("take004")
+    sidecar = json.loads((folder / bass.sidecar).read_text())
+    assert (bass.over_mix, bass.context, sidecar["over_mix"], sidecar["context"]["mode"]) == (1, "mix", "mixes/mix_001.wav", "mix")
+    v0, v1 = (sf.read(str(folder / f"mixes/mix_00{i}.wav"), always_2d=True)[0] for i in (0, 1))
+    drums = sf.read(str(folder / session.find_take("take001").file), always_2d=True)[0]
+    np.testing.assert_allclose(v1, session.state.mixes[1].mix_gain * (v0 + drums), atol=3e-4)
+    assert np.abs(drums).max() > 1e-3  # the drums are not silence: the bass heard them
+
+    # Every WAV in the export is sample-aligned with the upload: its rate, channels and length.
+    upload, upload_sr = sf.read(str(mix), always_2d=True)
+    with zipfile.ZipFile(exported) as z:
+        wavs = sorted(n for n in z.namelist() if n.endswith(".wav"))
+        assert [n for n in wavs if n.startswith("stems/")] == sorted(f"stems/{Path(t.file).name}"
+                                                                     for t in session.accepted_takes())
+        for member in wavs:
+            audio, sr = sf.read(io.BytesIO(z.read(member)), always_2d=True)
+            assert sr == upload_sr and audio.shape == upload.shape, member
+        np.testing.assert_array_equal(sf.read(io.BytesIO(z.read(f"stems/{Path(bass.file).name}")), always_2d=True)[0],
+                                      sf.read(str(folder / bass.file), always_2d=True)[0])
 
 
 def test_studio_command_refuses_missing_models(tmp_path, capsys, monkeypatch):

@@ -40,3 +40,10 @@ class OptionError(ConfigError):
 
 class OfflineError(StageError):
     """Weights that must be downloaded but cannot be (no network, or not cached)."""
+
+
+class Cancelled(StageError):
+    """A job stopped on request (the studio's Cancel) before it wrote anything."""
+
+    def __init__(self, message: str = "take cancelled; nothing was written"):
+        super().__init__(message)

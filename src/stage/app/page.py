@@ -4,7 +4,8 @@ Layout: a left column for the session (pick one from the sessions folder or crea
 upload, the mix versions, export) and the multitrack lanes on the right (the current mix, then
 each accepted stem: waveform with the beat grid, player). Below: the generate form (stem, model,
 prompt, tempo with beat tracking, takes, sampling) and the takes of the chosen stem (a table, a
-picker, the take's waveform, players alone and over the mix, accept / reject / regenerate).
+picker, the take's waveform, players alone and over the mix, accept / reject / regenerate). A
+generation's progress bar shows on the takes panel, named by the takes it makes; Cancel stops it.
 
 Handlers turn every StageError into a one-line gr.Error; the state of a session is re-read from
 its folder on every request, so the page holds nothing but the names it shows.
@@ -17,7 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from stage.app.form import BPM_MODES, MAX_TAKES, form_defaults
-from stage.errors import StageError
+from stage.errors import Cancelled, StageError
 
 if TYPE_CHECKING:  # the studio imports this page; the page only needs its type
     from stage.app.studio import SessionView, Studio
@@ -43,6 +44,8 @@ def build_page(studio: Studio):
         def run(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
+            except Cancelled as err:  # asked for, not a mistake: the same one line, titled so
+                raise gr.Error(str(err), title="Cancelled") from None
             except StageError as err:
                 raise gr.Error(str(err)) from None
         return run
@@ -96,7 +99,9 @@ def build_page(studio: Studio):
                     top_k = gr.Slider(0, 2048, value=d["top_k"], step=1, label="top-k (0 = all)", elem_id="top-k")
                     top_p = gr.Slider(0.0, 1.0, value=d["top_p"], step=0.01, label="top-p (0 = off)", elem_id="top-p")
                     seed = gr.Number(-1, label="seed (-1 = random)", precision=0, elem_id="seed")
-                generate = gr.Button("Generate takes", variant="primary", elem_id="generate")
+                with gr.Row():
+                    generate = gr.Button("Generate takes", variant="primary", elem_id="generate")
+                    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
             with gr.Column(scale=3):
                 table = gr.Dataframe(headers=TAKE_COLUMNS, value=None, interactive=False, label="takes of this stem",
                                      elem_id="takes-table")
@@ -178,6 +183,11 @@ def build_page(studio: Studio):
             return on_regenerate
 
         @guard
+        def on_cancel(name, stem_v):
+            gr.Info(studio.cancel(name))
+            return refresh(name, stem_v)
+
+        @guard
         def on_accept(name, stem_v, take_v, gain_v):
             if not take_v:
                 raise StageError("pick a take to accept")
@@ -222,9 +232,15 @@ def build_page(studio: Studio):
         session.input(on_open, [session, stem], view_outputs, **light)
         stem.input(on_open, [session, stem], view_outputs, **light)
         take.input(on_pick, [session, stem, take], view_outputs, **light)
-        generate.click(on_generate, [session, stem, model, *form], view_outputs, **heavy)
-        same.click(regenerate(True), [session, stem, take, model, *form], view_outputs, **heavy)
-        fresh.click(regenerate(False), [session, stem, take, model, *form], view_outputs, **heavy)
+        # A generation's progress bar sits on the takes it is making (the table and the take's view).
+        on_takes: dict[str, Any] = dict(show_progress_on=[table, take_image])
+        generating: list[Any] = [generate.click(on_generate, [session, stem, model, *form], view_outputs, **heavy, **on_takes),
+                      same.click(regenerate(True), [session, stem, take, model, *form], view_outputs, **heavy, **on_takes),
+                      fresh.click(regenerate(False), [session, stem, take, model, *form], view_outputs, **heavy, **on_takes)]
+        # Cancel: Gradio drops this page's queued generations (`cancels`); `Studio.cancel` stops the
+        # running one at its next decoding step (a running thread cannot be stopped from outside)
+        # and reports once it has stopped.
+        cancel.click(on_cancel, [session, stem], view_outputs, cancels=generating, **light)
         accept.click(on_accept, [session, stem, take, gain], view_outputs, **light)
         reject.click(on_reject, [session, stem, take], view_outputs, **light)
         use.click(on_use, [session, stem, version], view_outputs, **light)

@@ -5,7 +5,9 @@ create one from an upload, or open one made here or by `stage session new`. The 
 (stage.app.page) shows the current mix and every accepted stem as lanes (waveform with the beat
 grid, a player), lists the takes of the chosen stem for audition (alone, or over the mix), and
 accepts (a new mix version), rejects or regenerates them; any earlier mix version can be made
-current again, and the whole song exports as a zip of WAVs plus the sidecars.
+current again, and the whole song exports as a zip of WAVs plus the sidecars. A generation shows
+its progress on the takes it is making (`Job`: "drums take003, take004: generating", a bar) and
+Cancel stops it at the next decoding step, writing nothing (stage.generate.cancel).
 
 The job functions here (`new_session`, `generate`, `accept`, ...) are thin wrappers over
 `Session`, the same calls as the CLI. Requests go through Gradio's queue; a model is used by one
@@ -18,9 +20,11 @@ lives in the `Studio` dataclass, not in module globals.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +35,7 @@ from stage.app.uploads import load_upload
 from stage.app.waveform import COLORS, render_waveform  # noqa: F401  (re-exported: the studio's pictures)
 from stage.app.workspace import Workspace, export_zip, name_from_file
 from stage.data.beats import BeatGrid
-from stage.errors import StageError
+from stage.errors import Cancelled, StageError
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,30 @@ class SessionView:
 
 
 @dataclass
+class Job:
+    """A generation in progress: its session and stem, the takes it is making (known once it has
+    the session), how far it is (fraction, desc), the event that cancels it and the one set when
+    it ends, with its outcome ("written", "cancelled" or "failed: ...")."""
+
+    session: str
+    stem: str
+    progress: Callable[..., None] | None = None
+    takes: list[str] = field(default_factory=list)
+    fraction: float = 0.0
+    desc: str = ""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: str = ""
+
+    def report(self, fraction: float, what: str) -> None:
+        """Record and pass on progress; the desc names the takes ("drums take003, take004: generating")."""
+        self.fraction = fraction
+        self.desc = f"{self.stem} {', '.join(self.takes)}: {what}" if self.takes else f"{self.stem}: {what}"
+        if self.progress is not None:
+            self.progress(fraction, desc=self.desc)
+
+
+@dataclass
 class Studio:
     """The studio's state: the sessions workspace, the loaded models, the folder holding
     pictures and exports, the tempo grids set per session, and the lock that gives a model to
@@ -108,6 +136,8 @@ class Studio:
     owns_work_dir: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     grids: dict[str, BeatGrid] = field(default_factory=dict)
+    jobs: list[Job] = field(default_factory=list)
+    jobs_guard: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def create(cls, config: StudioConfig, model=None) -> Studio:
@@ -163,23 +193,74 @@ class Studio:
 
     def generate(self, name: str, stem: str, model: str | None = None, progress=None, **form):
         """Generate takes of `stem` over the session's current mix (form: see `take_settings`).
-        Returns the store's `SessionTakes`; progress(fraction, desc) follows the job."""
-        report = progress or (lambda fraction, desc="": None)
+        Returns the store's `SessionTakes`; progress(fraction, desc) follows the job, its desc
+        naming the takes ("drums take003, take004: generating"). `cancel(name)` from another
+        request stops it: `Cancelled`, and the session folder stays as it was."""
         settings = take_settings(stem, **form)  # every option is checked before the model loads
-        chosen = self.model_for(model, settings.stem)
-        meta = {"model": {"source": model or self.config.model, "name": chosen.config.name, "stem": chosen.config.stem}}
-        with self.workspace.locked(name) as session:
-            report(0.0, "tracking beats" if settings.context_mode == "beats" else "waiting for the model")
-            with self.lock:
-                result = session.add_takes(chosen, settings, lambda done, total: report(0.02 + 0.96 * done / total,
-                                                                                        "generating"), extra=meta)
+        with self.job(name, settings.stem, progress) as job:  # cancellable from here on
+            job.report(0.0, "waiting for the model")
+            chosen = self.model_for(model, settings.stem)  # (waits while another job has the model)
+            meta = {"model": {"source": model or self.config.model, "name": chosen.config.name,
+                              "stem": chosen.config.stem}}
+            with self.workspace.locked(name) as session:
+                first = session.state.next_take
+                job.takes = [f"take{first + i:03d}" for i in range(settings.variations)]
+                job.report(0.0, "tracking beats" if settings.context_mode == "beats" else "waiting for the model")
+                with self.lock:
+                    result = session.add_takes(chosen, settings, lambda done, total: job.report(
+                        0.02 + 0.96 * done / total, "generating"), extra=meta, cancel=job.cancel)
+            job.report(1.0, "done")
         ctx = result.takeset.context
         if ctx.beats is not None:
             assert ctx.bpm is not None and ctx.beats_per_bar is not None and ctx.downbeats is not None  # a grid has all three
             self.grids[session.folder.name] = BeatGrid(ctx.beats, ctx.downbeats, float(ctx.bpm), int(ctx.beats_per_bar),
                                                        ctx.tracker or "metronome")
-        report(1.0, "done")
         return result
+
+    @contextlib.contextmanager
+    def job(self, name: str, stem: str, progress=None) -> Iterator[Job]:
+        """Register a generation for session `name` (so `cancel` finds it) while it runs."""
+        job = Job(self.workspace.path(name).name, stem, progress)
+        with self.jobs_guard:
+            self.jobs.append(job)
+        try:
+            yield job
+            job.outcome = "written"
+        except Cancelled:
+            job.outcome = "cancelled"
+            raise
+        except BaseException as err:
+            job.outcome = f"failed: {err}"
+            raise
+        finally:
+            with self.jobs_guard:
+                self.jobs.remove(job)
+            job.done.set()
+
+    def running(self, name: str) -> list[Job]:
+        """The generations of session `name` in progress (or waiting for the session or the model)."""
+        folder = self.workspace.path(name).name
+        with self.jobs_guard:
+            return [j for j in self.jobs if j.session == folder]
+
+    def cancel(self, name: str, wait: float = 10.0) -> str:
+        """Stop every take of session `name` being generated; wait up to `wait` seconds for them
+        to stop and say what happened (one line). The takes stop at their next decoding step;
+        one still waiting for the model stops as soon as it gets it. Nothing is written."""
+        jobs = self.running(name)
+        if not jobs:
+            return f"nothing to cancel: no take is being generated in {self.workspace.path(name).name}"
+        for j in jobs:
+            j.cancel.set()
+        for j in jobs:
+            j.done.wait(max(0.0, wait))
+        if not all(j.done.is_set() for j in jobs):
+            return "cancelling: the take stops as soon as the model is free; nothing will be written"
+        written = [t for j in jobs if j.outcome == "written" for t in j.takes]
+        if written:
+            return f"too late to cancel: {', '.join(written)} had been written"
+        failed = [j.outcome for j in jobs if j.outcome.startswith("failed")]
+        return f"the take stopped ({failed[0]})" if failed else "take cancelled; nothing was written"
 
     def regenerate(self, name: str, take_id: str, same_seed: bool = True, model: str | None = None, progress=None,
                    **form):

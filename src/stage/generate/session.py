@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -23,6 +24,8 @@ from stage.audio import as_channels_first, check_rate, fit_length, load_audio, s
 from stage.errors import AudioError, StageError
 from stage.files import check_free, ensure_writable_dir, exclusive_lock, write_json
 from stage.formats import check_header
+from stage.generate.cancel import check as check_cancel
+from stage.generate.cancel import watch
 from stage.generate.naming import format_bpm, take_name, take_paths
 from stage.generate.render import Progress, TakeSet, headroom_gain, mix_with_headroom, render_takes
 from stage.generate.takefiles import WrittenTake, write_takes
@@ -96,13 +99,23 @@ class SessionState:
     def from_dict(cls, data: dict, where: str) -> SessionState:
         check_header(data, expected=SESSION_FORMAT, version=SESSION_VERSION, where=where, what="stage session file")
         try:
-            return cls(
+            state = cls(
                 sample_rate=int(data["sample_rate"]), channels=int(data["channels"]), samples=int(data["samples"]),
                 mixes=[MixVersion(**m) for m in data["mixes"]], current=int(data["current"]),
                 takes=[SessionTake(**t) for t in data.get("takes", [])], next_take=int(data.get("next_take", 1)),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise StageError(f"{where}: malformed session file ({err})") from None
+        if not 0 <= state.current < len(state.mixes):
+            raise StageError(f"{where}: malformed session file (current mix version {state.current} does not exist)")
+        # Every file the state names is read (views, accept) or copied (the studio's zip export):
+        # each must stay inside the session folder, whoever edited the file.
+        names = [m.file for m in state.mixes] + [f for t in state.takes for f in (t.file, t.mix_file, t.sidecar)]
+        for name in names:
+            if not _inside(name):
+                raise StageError(f"{where}: the file {str(name)[:80]!r} leads outside the session folder "
+                                 "(a session file names files in its own mixes/ and takes/ only)")
+        return state
 
 
 @dataclass
@@ -111,6 +124,15 @@ class SessionTakes:
 
     takes: list[SessionTake]
     takeset: TakeSet
+
+
+def _inside(name) -> bool:
+    """Whether `name` (from session.json) is a relative path inside the session folder:
+    "mixes/mix_001.wav", not "/etc/x", "../x" or "C:x"."""
+    if not isinstance(name, str) or not name or "\\" in name or ":" in name:
+        return False
+    path = PurePosixPath(name)
+    return not path.is_absolute() and ".." not in path.parts and path.parts[0] in ("mixes", "takes")
 
 
 def _now() -> str:
@@ -225,14 +247,20 @@ class Session:
     # ----------------------------------------------------------- changes
 
     def add_takes(self, model, settings: TakeSettings, progress: Progress | None = None, extra: dict | None = None,
-                  precision: str = "fp32") -> SessionTakes:
-        """Generate takes over the current mix and record them (files in `takes/`)."""
+                  precision: str = "fp32", cancel: threading.Event | None = None) -> SessionTakes:
+        """Generate takes over the current mix and record them (files in `takes/`).
+        cancel: set from another thread to stop the takes (`Cancelled`, see cancel.py); it is
+        checked before the model starts, after every decoding step and before anything is
+        written, so a cancelled call leaves the folder as it was."""
         if settings.metronome_only or settings.seconds is not None:
             raise StageError("a session's takes always cover the whole session mix (no --seconds / --metronome-only)")
+        check_cancel(cancel)
         plan = plan_takes(settings, self.load_current_mix(), self.state.sample_rate, model.sample_rate)
         names = [take_name(f"take{self.state.next_take + i:03d}", settings.stem, plan.bpm, seed) for i, seed in enumerate(plan.seeds)]
         check_free([p for n in names for p in take_paths(self.folder / "takes", n)], force=False)
-        takeset = render_takes(model, plan, progress, precision)
+        check_cancel(cancel)  # beat tracking (bpm auto) may have taken a while
+        takeset = render_takes(model, plan, watch(progress, cancel), precision)
+        check_cancel(cancel)  # the last check: from here on the takes are written whole
         first = self.state.next_take
         added: list[SessionTake] = []
         written: list[WrittenTake] = []
