@@ -7,6 +7,7 @@ own server thread) and drives it with Playwright's sync API through Debian's `/u
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -489,8 +490,14 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
                     assert job.cancel.wait(60), "the page's Cancel did not reach the job"
                 page.get_by_text("take cancelled; nothing was written").first.wait_for(timeout=60_000)
                 assert job.done.wait(60) and job.outcome == "cancelled" and snapshot(folder) == before
-                for close in page.locator("[data-testid=toast-close]").all():
-                    close.click()
+                closes = page.locator("[data-testid=toast-close]")  # two toasts: the job's and Cancel's
+                for _ in range(10):  # each closes on a click, or by itself after 10 s
+                    if not closes.count():
+                        break
+                    try:
+                        closes.first.click(timeout=5_000)
+                    except sync_api.Error:
+                        pass  # it went by itself
 
                 # Bass over mix v1 (the upload + the accepted drums), the mix itself as its context.
                 page.locator("#stem input").click()
@@ -514,6 +521,11 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
                 download.value.save_as(str(exported))
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
+            except Exception:  # what the page showed when a step timed out, for the report
+                with contextlib.suppress(Exception):  # (the page may be gone too)
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    page.screenshot(path=str(ARTIFACTS / "studio-failure.png"), full_page=True)
+                raise
             finally:
                 browser.close()
     finally:

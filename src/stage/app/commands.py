@@ -11,10 +11,11 @@ folders as `stage session`, so `stage session show stage-sessions/NAME` works on
 session and the studio opens a `stage session new` one). The song and every accepted stem show
 as lanes with a waveform, the beat grid and a player. Generate takes of a stem (prompt, tempo:
 auto = follow the mix's beats, a BPM = a metronome, off = the mix itself is the context; the
-number of takes, sampling), listen to each alone or over the mix, accept one (it joins the mix
-as a new mix version), reject it, or regenerate with the same or a new seed; go back to an
-earlier mix version; export every stem and the mix as WAVs (the song's rate and length) in a zip
-with the session's sidecars.
+number of takes, sampling; a progress bar follows the takes, Cancel stops them and writes
+nothing), listen to each alone or over the mix, accept one (it joins the mix as a new mix
+version), reject it, or regenerate with the same or a new seed; go back to an earlier mix
+version; export every stem and the mix as WAVs (the song's rate and length) in a zip with the
+session's sidecars.
 
 Jobs go through a queue (--concurrency jobs at once, --queue-size waiting; each model serves one
 at a time); uploads are capped by --max-upload-mb and --max-seconds. The page offers the --model

@@ -106,8 +106,6 @@ class SessionState:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise StageError(f"{where}: malformed session file ({err})") from None
-        if not 0 <= state.current < len(state.mixes):
-            raise StageError(f"{where}: malformed session file (current mix version {state.current} does not exist)")
         # Every file the state names is read (views, accept) or copied (the studio's zip export):
         # each must stay inside the session folder, whoever edited the file.
         names = [m.file for m in state.mixes] + [f for t in state.takes for f in (t.file, t.mix_file, t.sidecar)]
