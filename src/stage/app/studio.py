@@ -36,6 +36,7 @@ from stage.app.waveform import COLORS, render_waveform  # noqa: F401  (re-export
 from stage.app.workspace import Workspace, export_zip, name_from_file
 from stage.data.beats import BeatGrid
 from stage.errors import Cancelled, StageError
+from stage.generate.naming import numbered_take_id
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ class Studio:
                               "stem": chosen.config.stem}}
             with self.workspace.locked(name) as session:
                 first = session.state.next_take
-                job.takes = [f"take{first + i:03d}" for i in range(settings.variations)]
+                job.takes = [numbered_take_id(first + i) for i in range(settings.variations)]
                 job.report(0.0, "tracking beats" if settings.context_mode == "beats" else "waiting for the model")
                 with self.lock:
                     result = session.add_takes(chosen, settings, lambda done, total: job.report(

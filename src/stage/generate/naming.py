@@ -12,6 +12,11 @@ def format_bpm(bpm: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def numbered_take_id(number: int) -> str:
+    """A session take's id: 3 -> "take003" (also the prefix of its file names)."""
+    return f"take{number:03d}"
+
+
 def take_name(prefix: str, stem: str, bpm: float | None, seed: int) -> str:
     """`<prefix>_<stem>[_<bpm>bpm]_s<seed>`: file names carry the stem, the BPM and the seed."""
     parts = [prefix, stem]

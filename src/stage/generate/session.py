@@ -26,7 +26,7 @@ from stage.files import check_free, ensure_writable_dir, exclusive_lock, write_j
 from stage.formats import check_header
 from stage.generate.cancel import check as check_cancel
 from stage.generate.cancel import watch
-from stage.generate.naming import format_bpm, take_name, take_paths
+from stage.generate.naming import format_bpm, numbered_take_id, take_name, take_paths
 from stage.generate.render import Progress, TakeSet, headroom_gain, mix_with_headroom, render_takes
 from stage.generate.takefiles import WrittenTake, write_takes
 from stage.generate.takes import TakeSettings, plan_takes
@@ -217,7 +217,7 @@ class Session:
     def find_take(self, take_id: str) -> SessionTake:
         text = str(take_id).strip()
         if text.isdigit():
-            text = f"take{int(text):03d}"
+            text = numbered_take_id(int(text))
         for take in self.state.takes:
             if take.id == text or Path(take.file).stem == text or take.file == text:
                 return take
@@ -254,7 +254,7 @@ class Session:
             raise StageError("a session's takes always cover the whole session mix (no --seconds / --metronome-only)")
         check_cancel(cancel)
         plan = plan_takes(settings, self.load_current_mix(), self.state.sample_rate, model.sample_rate)
-        names = [take_name(f"take{self.state.next_take + i:03d}", settings.stem, plan.bpm, seed) for i, seed in enumerate(plan.seeds)]
+        names = [take_name(numbered_take_id(self.state.next_take + i), settings.stem, plan.bpm, seed) for i, seed in enumerate(plan.seeds)]
         check_free([p for n in names for p in take_paths(self.folder / "takes", n)], force=False)
         check_cancel(cancel)  # beat tracking (bpm auto) may have taken a while
         takeset = render_takes(model, plan, watch(progress, cancel), precision)
@@ -265,7 +265,7 @@ class Session:
         before = (list(self.state.takes), self.state.next_take)
         try:
             for i, take in enumerate(takeset.takes):
-                take_id = f"take{first + i:03d}"
+                take_id = numbered_take_id(first + i)
                 meta = {**(extra or {}), "session_take": take_id, "over_mix": self.current_mix.file,
                         "input": {"path": str(self.folder / self.current_mix.file)}}
                 [w] = write_takes(replace(takeset, takes=[take]), self.folder / "takes", take_id, extra=meta)
