@@ -22,6 +22,7 @@ from helpers import drum_loop
 
 from stage.audio import load_audio, resample
 from stage.cli import main
+from stage.generate.params import MAX_TAKE_VARIATIONS
 from stage.generate.render import CEILING
 
 FAST = ["--model", "tiny", "--cfg", "1"]  # no CFG: half the compute; CFG itself is covered by the generator tests
@@ -350,6 +351,8 @@ BAD_INPUTS = {
     "bad bpm": (good_mix, ["--bpm", "fast"], "--bpm"),
     "offset without bpm": (good_mix, ["--offset", "0.5"], "--offset"),
     "runaway length": (good_mix, ["--seconds", "1e9"], "at most 3600"),
+    "0 variations": (good_mix, ["--variations", "0"], f"variations must be an integer in 1..{MAX_TAKE_VARIATIONS}, got 0"),
+    "too many variations": (good_mix, ["--variations", str(MAX_TAKE_VARIATIONS + 1)], f"in 1..{MAX_TAKE_VARIATIONS}"),
     "0 beats per bar": (good_mix, ["--bpm", "120", "--beats-per-bar", "0"], "beats per bar"),
     "0 beats per bar, bpm auto": (good_mix, ["--bpm", "auto", "--beats-per-bar", "0"], "beats per bar"),
     "top-p above 1": (good_mix, ["--top-p", "1.5"], "--top-p must be in [0, 1], got 1.5"),

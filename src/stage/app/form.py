@@ -6,8 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from stage.errors import StageError
+from stage.generate.params import MAX_TAKE_VARIATIONS
 
+# The studio's takes slider: a UI limit (a few takes to audition side by side, each a lane of
+# waveforms), kept within the CLI's cap for one call (stage.generate.params.MAX_TAKE_VARIATIONS).
 MAX_TAKES = 4
+assert MAX_TAKES <= MAX_TAKE_VARIATIONS
 BPM_MODES = {
     "auto: follow the mix's beats": "auto",
     "number: a metronome at this BPM": "number",

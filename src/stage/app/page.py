@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from stage.app.form import BPM_MODES, MAX_TAKES, form_defaults
+from stage.data.metronome import MAX_BEATS_PER_BAR, MAX_BPM, MIN_BPM
 from stage.errors import Cancelled, StageError
 
 if TYPE_CHECKING:  # the studio imports this page; the page only needs its type
@@ -84,8 +85,8 @@ def build_page(studio: Studio):
                 prompt = gr.Textbox(label="prompt", placeholder="Genres: Rock, Punk. Moods: energetic.", elem_id="prompt")
                 bpm_mode = gr.Radio(list(BPM_MODES), value=list(BPM_MODES)[2], label="tempo", elem_id="bpm-mode")
                 with gr.Row():
-                    bpm = gr.Number(120, label="BPM", minimum=20, maximum=400, elem_id="bpm")
-                    beats_per_bar = gr.Number(d["beats_per_bar"], label="beats per bar", precision=0, minimum=1, maximum=16,
+                    bpm = gr.Number(120, label="BPM", minimum=MIN_BPM, maximum=MAX_BPM, elem_id="bpm")
+                    beats_per_bar = gr.Number(d["beats_per_bar"], label="beats per bar", precision=0, minimum=1, maximum=MAX_BEATS_PER_BAR,
                                               elem_id="meter")
                     offset = gr.Number(d["offset"], label="first downbeat (s)", elem_id="offset")
                 with gr.Row():

@@ -35,6 +35,7 @@ from stage.app.uploads import load_upload
 from stage.app.waveform import COLORS, render_waveform  # noqa: F401  (re-exported: the studio's pictures)
 from stage.app.workspace import Workspace, export_zip, name_from_file
 from stage.data.beats import BeatGrid
+from stage.data.metronome import DEFAULT_BEATS_PER_BAR
 from stage.errors import Cancelled, StageError
 from stage.generate.naming import numbered_take_id
 
@@ -293,14 +294,14 @@ class Studio:
         self.grids[session.folder.name] = grid
         return grid
 
-    def set_tempo(self, name: str, bpm: float, beats_per_bar: int = 4, offset: float = 0.0) -> BeatGrid:
+    def set_tempo(self, name: str, bpm: float, beats_per_bar: int = DEFAULT_BEATS_PER_BAR, offset: float = 0.0) -> BeatGrid:
         """Use a typed metronome grid for the session's lanes."""
         from stage.data.metronome import metronome_times
 
         session = self.workspace.open(name)
         if bpm is None or not np.isfinite(float(bpm)):
             raise StageError("type a BPM")
-        bpb, offset = int(beats_per_bar or 4), float(offset or 0.0)
+        bpb, offset = int(beats_per_bar or DEFAULT_BEATS_PER_BAR), float(offset or 0.0)
         beats, downbeats = metronome_times(float(bpm), bpb, session.state.samples / session.state.sample_rate, offset)
         tempo = BeatGrid(beats, downbeats, float(bpm), bpb, "typed")
         self.grids[session.folder.name] = tempo
@@ -395,7 +396,7 @@ def take_grid(folder: Path, rel: str) -> BeatGrid | None:
     if "beats" not in ctx:
         return None
     return BeatGrid(np.asarray(ctx["beats"], float), np.asarray(ctx.get("downbeats", []), float), float(ctx.get("bpm", 0.0)),
-                    int(ctx.get("beats_per_bar") or 4), ctx.get("tracker") or ctx.get("mode", "take"))
+                    int(ctx.get("beats_per_bar") or DEFAULT_BEATS_PER_BAR), ctx.get("tracker") or ctx.get("mode", "take"))
 
 
 def load_studio_model(source: str, device: str = "auto"):

@@ -16,6 +16,7 @@ from stage.errors import StageError
 CLICK_FREQ = 1000.0  # Hz (§4: librosa.clicks(click_freq=1000))
 CLICK_SECONDS = 0.1  # librosa's default click_duration
 MAX_BPM = 400.0
+DEFAULT_BEATS_PER_BAR = 4  # the metronome's accent period when none is given (4/4), everywhere
 MIN_BPM = 20.0
 
 
@@ -56,7 +57,7 @@ def metronome_times(bpm: float, beats_per_bar: int, seconds: float, offset: floa
 
 
 def render_metronome(
-    bpm: float, beats_per_bar: int = 4, seconds: float = 10.0, offset: float = 0.0, sample_rate: int = 32_000
+    bpm: float, beats_per_bar: int = DEFAULT_BEATS_PER_BAR, seconds: float = 10.0, offset: float = 0.0, sample_rate: int = 32_000
 ) -> np.ndarray:
     """A click track at `bpm` with an accent every `beats_per_bar` beats -> float32 [N]."""
     beats, downbeats = metronome_times(bpm, beats_per_bar, seconds, offset)

@@ -99,7 +99,7 @@ SAMPLING_FLAGS = {"guidance": "--cfg", "text_guidance": "--text-cfg", "temperatu
 def add_take_options(p: argparse.ArgumentParser, session: bool = False) -> None:
     """The options shared by `stage generate` and `stage session generate`; their defaults are
     `GenerationOptions`' (stage.generate.params)."""
-    from stage.generate.params import PRECISIONS, GenerationOptions
+    from stage.generate.params import MAX_TAKE_VARIATIONS, PRECISIONS, GenerationOptions
 
     d = GenerationOptions()
     stems = "|".join(STEMS)
@@ -117,7 +117,7 @@ def add_take_options(p: argparse.ArgumentParser, session: bool = False) -> None:
     p.add_argument("--min-bpm", type=float, default=TRACK_MIN_BPM, help=f"lowest tempo --bpm auto may report (default {TRACK_MIN_BPM:g})")
     p.add_argument("--max-bpm", type=float, default=TRACK_MAX_BPM, help=f"highest tempo --bpm auto may report (default {TRACK_MAX_BPM:g})")
     p.add_argument("--variations", type=int, default=d.variations,
-                   help=f"number of takes, generated in one batch (default {d.variations})")
+                   help=f"number of takes (at most {MAX_TAKE_VARIATIONS}), generated in one batch (default {d.variations})")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="base seed; take v uses seed + v (default: random, written to the sidecar)")
     p.add_argument("--cfg", type=float, default=d.guidance,

@@ -27,12 +27,19 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from stage.audio import MAX_SAMPLE_RATE, MAX_SECONDS, MIN_SAMPLE_RATE
-from stage.data.metronome import MAX_BEATS_PER_BAR, MAX_BPM, MIN_BPM
+from stage.data.metronome import DEFAULT_BEATS_PER_BAR, MAX_BEATS_PER_BAR, MAX_BPM, MIN_BPM
 from stage.errors import ConfigError, OptionError
 
 ENGINES = ("cached", "reference")  # the fast Generator, or the authors' uncached loop (tests)
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # see generate/quantize.py
+# The variation caps, one home each. `MAX_VARIATIONS` bounds one `generate_stems` batch (the decoder
+# runs variations x CFG branches rows at once). `MAX_TAKE_VARIATIONS` bounds the takes one
+# `stage generate` / `stage session generate` call writes (each is a stem, a mix preview and a
+# sidecar), lower because every take is also rendered and written. The studio's slider has its
+# own, lower UI limit (stage.app.form.MAX_TAKES), checked against this one.
 MAX_VARIATIONS = 64
+MAX_TAKE_VARIATIONS = 16
+assert MAX_TAKE_VARIATIONS <= MAX_VARIATIONS
 
 
 def _is_number(value) -> bool:
@@ -184,7 +191,7 @@ class GenerationOptions(GenerationParams):
     seconds: float | None = None
     variations: int = 1
     bpm: float | None = None
-    beats_per_bar: int = 4
+    beats_per_bar: int = DEFAULT_BEATS_PER_BAR
     offset: float = 0.0
     output_rate: int | None = None
     window: WindowParams | None = None
@@ -251,8 +258,8 @@ def _sampling(params: GenerationParams) -> dict:
 class GenerationResult:
     """What `generate_stems` (generate/pipeline.py) returns.
 
-    stems: float32 [V, C, N] at `sample_rate` (V variations, C channels of the input mix).
-    codes: int64 [V, K, T] EnCodec codes of the stems.
+    stems: float32 [B, C, N] at `sample_rate` (B variations, C channels of the input mix).
+    codes: int64 [B, K, T] EnCodec codes of the stems.
     seeds: the seed of each variation. timings: seconds spent per phase ("encode": text and
     context encoding, "lm": language model, of which "prefill", "decode": EnCodec decoding and
     resampling, "total"), "decode_steps" and "step_ms" (mean LM decode step), "windows" (1, or

@@ -37,7 +37,7 @@ from stage.audio import MAX_SECONDS, as_channels_first, check_rate
 from stage.data.beats import TRACK_MAX_BPM, TRACK_MIN_BPM
 from stage.errors import AudioError, StageError
 from stage.generate.naming import take_name
-from stage.generate.params import GenerationParams
+from stage.generate.params import MAX_TAKE_VARIATIONS, GenerationParams
 from stage.model.registry import check_stem
 
 CONTEXT_MODES = ("mix", "metronome", "beats")
@@ -52,8 +52,8 @@ class TakeSettings:
 
     bpm: None (the mix is the context), a number (a metronome is the context) or "auto" (a click
       track on the mix's tracked beats is the context).
-    beats_per_bar: accent period of the metronome; with bpm="auto" it restricts the tracker's
-      meter (None = let the tracker choose 3 or 4).
+    beats_per_bar: accent period of the metronome (None = DEFAULT_BEATS_PER_BAR, 4); with
+      bpm="auto" it restricts the tracker's meter (None = let the tracker choose 3 or 4).
     offset: time of the metronome's first downbeat, seconds (bpm = N only).
     seconds: output length (None = the mix's length). metronome_only: no mix at all.
     min_bpm / max_bpm: tempo range for bpm="auto" (narrow it to settle half/double time).
@@ -78,6 +78,7 @@ class TakeSettings:
 
     def validate(self) -> None:
         from stage.data.metronome import (
+            DEFAULT_BEATS_PER_BAR,
             MAX_BPM,
             MIN_BPM,
             validate_beats_per_bar,
@@ -89,7 +90,7 @@ class TakeSettings:
         if self.beats_per_bar is not None:
             validate_beats_per_bar(self.beats_per_bar)
         if self.bpm is not None and self.bpm != "auto":
-            validate_tempo(float(self.bpm), 4 if self.beats_per_bar is None else self.beats_per_bar)
+            validate_tempo(float(self.bpm), DEFAULT_BEATS_PER_BAR if self.beats_per_bar is None else self.beats_per_bar)
         if not np.isfinite(self.offset):
             raise StageError(f"offset must be a number of seconds, got {self.offset}")
         if self.offset != 0.0 and (self.bpm is None or self.bpm == "auto"):
@@ -98,8 +99,8 @@ class TakeSettings:
             raise StageError(f"seconds must be > 0, got {self.seconds}")
         if self.seconds is not None and self.seconds > MAX_SECONDS:
             raise StageError(f"seconds must be at most {MAX_SECONDS:g} (one hour), got {self.seconds:g}")
-        if not isinstance(self.variations, (int, np.integer)) or not 1 <= self.variations <= 16:
-            raise StageError(f"variations must be an integer in 1..16, got {self.variations!r}")
+        if not isinstance(self.variations, (int, np.integer)) or not 1 <= self.variations <= MAX_TAKE_VARIATIONS:
+            raise StageError(f"variations must be an integer in 1..{MAX_TAKE_VARIATIONS}, got {self.variations!r}")
         if self.metronome_only:
             if self.bpm is None or self.bpm == "auto":
                 raise StageError("--metronome-only needs a tempo: --bpm N (there is no mix to track beats in)")
@@ -159,7 +160,7 @@ def build_context(settings: TakeSettings, mix: np.ndarray | None, sample_rate: i
     mix: float32 [C, N] at `sample_rate`, or None (metronome-only). seconds: the output length.
     model_rate: the codec's rate (32 kHz); clicks are rendered there, as in training (§4).
     """
-    from stage.data.metronome import metronome_times, render_clicks
+    from stage.data.metronome import DEFAULT_BEATS_PER_BAR, metronome_times, render_clicks
 
     mode = settings.context_mode
     if mode == "mix":
@@ -168,7 +169,7 @@ def build_context(settings: TakeSettings, mix: np.ndarray | None, sample_rate: i
         return Context("mix", mix[:, :n], sample_rate)
     if mode == "metronome":
         assert settings.bpm is not None  # context_mode says "mix" when it is None
-        bpm, bpb = float(settings.bpm), settings.beats_per_bar or 4
+        bpm, bpb = float(settings.bpm), settings.beats_per_bar or DEFAULT_BEATS_PER_BAR
         beats, downbeats = metronome_times(bpm, bpb, seconds, settings.offset)
         click = render_clicks(beats, downbeats, seconds, model_rate)[None]  # [1, N]
         return Context("metronome", click, model_rate, bpm, bpb, settings.offset, beats, downbeats)

@@ -148,8 +148,8 @@ class StageConfig:
 
     stem: the instrument the model generates ("drums", "bass", ...) or None for a base MusicGen.
     window_seconds: the window it was trained on (10 s for the authors' models, §6.5; 5 s for
-    STAGE-mini); generation uses it as its default window (`StageModel.default_window`), so the
-    decoder never runs at positions it has not seen.
+    STAGE-mini); generation uses it as its default window (`default_window` in
+    stage.generate.pipeline), so the decoder never runs at positions it has not seen.
     """
 
     lm: LMConfig = field(default_factory=LMConfig)
