@@ -4,15 +4,15 @@
 It produces exactly what `reference.reference_generate` produces (the authors' loop, which re-runs
 the whole prefix at every step), token for token in fp32, but computes every step once:
 
-    rows   = branches x variations, in blocks: [cond x V | uncond x V | ctx x V]
+    rows   = branches x variations, in blocks: [cond x B | uncond x B | ctx x B]
       cond   context + text                 (the conditional branch)
       uncond context all pad + null text    (CFG's unconditional branch, §5)
       ctx    context + null text            (only for separate text/context scales)
 
 1. **Prefill once per branch.** Within a branch every variation has the same prefix (mix or
    metronome codes, the context id, often the same continuation prompt), so the prefix is run for
-   one row and its keys/values are copied to the branch's V rows. Only the steps where rows
-   differ (per-variation continuation prompts in long-form) run for all V rows. Steps that no row
+   one row and its keys/values are copied to the branch's B rows. Only the steps where rows
+   differ (per-variation continuation prompts in long-form) run for all B rows. Steps that no row
    of the branch attends to are skipped: the unconditional context is all pad and masked (§3.1),
    so CFG's second row costs one step of prefill, not Tc. The cross-attention keys/values of the
    text are computed once; rows with a null text skip cross-attention, whose output is exactly
@@ -33,6 +33,10 @@ pass, i.e. where the new keys go and which keys each branch reads:
   in a device tensor, so the step compiles with `torch.compile` and is captured once as a CUDA
   graph and replayed (sampling stays outside the graph: it is a few small kernels).
 On a CPU in fp32 the LM first goes through `kernels.cpu_kernels` (few-row linear kernels).
+
+Shapes use STYLE.md's letters: B variations (the batch), R = branches x B cache rows, K codebooks,
+S interleaved steps, Tc context frames, P prompt frames, L text tokens, D model width and V the
+vocabulary (codebook_size).
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def steps_needed(config: LMConfig, num_frames: int, context_frames: int = 0) -> 
 
 @dataclass
 class GeneratorOutput:
-    """codes: [V, K, num_frames] stem codes (continuation prompt included); prefill / decode:
+    """codes: [B, K, num_frames] stem codes (continuation prompt included); prefill / decode:
     seconds spent; steps: decode iterations (each samples one interleaved step)."""
 
     codes: Tensor
@@ -151,25 +155,25 @@ class Generator:
     ) -> GeneratorOutput:
         """Generate `variations` stems of `num_frames` frames.
 
-        text: the prompt's projected T5 states, 1 row (shared) or V rows, or None (no text).
-        context: [1 or V, K, Tc] mix/metronome codes or None. prompt: [1 or V, K, P] stem codes
+        text: the prompt's projected T5 states, 1 row (shared) or B rows, or None (no text).
+        context: [1 or B, K, Tc] mix/metronome codes or None. prompt: [1 or B, K, P] stem codes
         to continue (P <= num_frames; one row per variation in long-form) or None.
         generators: one per variation (variation v seeded with seed + v), or None (global RNG).
         """
         if self.source.training or self.lm.training:
             raise StageError("the model is in training mode; call model.eval() before generating")
         t0 = time.perf_counter()
-        V = int(variations)
-        state = self._setup(text, num_frames, params, context, prompt, V)
+        B = int(variations)
+        state = self._setup(text, num_frames, params, context, prompt, B)
         logits = self._prefill(state)
         self._sync()
         t1 = time.perf_counter()
         codes, S, start, nb = state.codes, state.codes.shape[-1], state.start, state.num_branches
         total = S - start
         for i, s in enumerate(range(start, S)):
-            guided = combine_guidance(logits, V, params.guidance, params.text_guidance)  # [V, K, card]
-            tokens = sample_next(guided, params.temperature, params.top_k, params.top_p, generators)  # [V, K]
-            tokens = tokens.repeat(nb, 1)  # every branch continues with the same tokens (§3.4)
+            guided = combine_guidance(logits, B, params.guidance, params.text_guidance)  # [B, K, V]
+            tokens = sample_next(guided, params.temperature, params.top_k, params.top_p, generators)  # [B, K]
+            tokens = tokens.repeat(nb, 1)  # [R, K]: every branch continues with the same tokens (§3.4)
             slot = codes[:, :, s]
             codes[:, :, s] = torch.where(slot == UNSET_ID, tokens, slot)
             if progress is not None:
@@ -179,13 +183,13 @@ class Generator:
         self._sync()
         t2 = time.perf_counter()
         c = self.config
-        frames = revert_delay(codes[:V], c.delays, state.prefix_frames + num_frames, c.pad_id)
-        out = frames[:, :, state.prefix_frames :]  # [V, K, num_frames]
+        frames = revert_delay(codes[:B], c.delays, state.prefix_frames + num_frames, c.pad_id)
+        out = frames[:, :, state.prefix_frames :]  # [B, K, num_frames]
         return GeneratorOutput(out, t1 - t0, t2 - t1, max(0, total - 1))
 
     # ------------------------------------------------------------------ setup
 
-    def _setup(self, text, num_frames, params, context, prompt, V) -> _State:
+    def _setup(self, text, num_frames, params, context, prompt, B) -> _State:
         c, dev = self.config, self.device
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -195,21 +199,21 @@ class Generator:
         nb = params.branches
         if nb == 3 and not has_context:
             nb = 2  # no context: the ctx branch equals uncond (see combine_guidance)
-        R = nb * V
+        R = nb * B
         if R > self.capacity:
-            raise ValueError(f"{V} variations x {nb} branches need {R} cache rows; this Generator has {self.capacity}")
+            raise ValueError(f"{B} variations x {nb} branches need {R} cache rows; this Generator has {self.capacity}")
 
         def rows(x: Tensor | None, what: str) -> Tensor | None:
             if x is None:
                 return None
-            if x.shape[0] not in (1, V):
-                raise ValueError(f"{what} has {x.shape[0]} rows for {V} variations")
-            return x.to(dev).long().expand(V, *x.shape[1:])
+            if x.shape[0] not in (1, B):
+                raise ValueError(f"{what} has {x.shape[0]} rows for {B} variations")
+            return x.to(dev).long().expand(B, *x.shape[1:])  # [B, K, Tc] or [B, K, P]
 
         context, prompt = rows(context, "context"), rows(prompt, "prompt")
         if not has_context:
             context = None
-        kw = dict(delays=c.delays, prompt=prompt, batch_size=V, layout=c.layout, pad_id=c.pad_id, context_id=c.context_id)
+        kw = dict(delays=c.delays, prompt=prompt, batch_size=B, layout=c.layout, pad_id=c.pad_id, context_id=c.context_id)
         contexts = [context, None if context is None else torch.full_like(context, c.pad_id), context][:nb]
         layouts = [build_generation_layout(num_frames, context=ctx, **kw) for ctx in contexts]
         codes = torch.cat([lay.codes for lay in layouts]).to(dev)  # [R, K, S]
@@ -219,27 +223,27 @@ class Generator:
         if S > self.max_steps:
             raise ValueError(f"this generation needs {S} steps; the Generator was built for {self.max_steps}")
 
-        # Text: cross-attention only for the cond rows [0, V) and only when some text is present.
+        # Text: cross-attention only for the cond rows [0, B) and only when some text is present.
         cross = None
         if text is not None:
-            if text.batch_size not in (1, V):
-                raise ValueError(f"text has {text.batch_size} rows for {V} variations")
+            if text.batch_size not in (1, B):
+                raise ValueError(f"text has {text.batch_size} rows for {B} variations")
             if bool(text.mask.any()):  # host check, once, before the loop
                 text = TextCondition(text.states.to(dev), text.mask.to(dev))
                 kv, mask = self.lm.cross_kv(text, text.batch_size)
-                if text.batch_size != V:
-                    kv = [(k.expand(V, *k.shape[1:]), v.expand(V, *v.shape[1:])) for k, v in kv]
-                    mask = None if mask is None else mask.expand(V, *mask.shape[1:])
+                if text.batch_size != B:
+                    kv = [(k.expand(B, *k.shape[1:]), v.expand(B, *v.shape[1:])) for k, v in kv]  # [B, H, L, Dh]
+                    mask = None if mask is None else mask.expand(B, *mask.shape[1:])  # [B, 1, 1, L]
                 if self.static:  # fixed, contiguous inputs for compiled / captured steps
                     kv = [(k.contiguous(), v.contiguous()) for k, v in kv]
                     mask = None if mask is None else mask.contiguous()
-                cross = _Cross(kv, mask, slice(0, V), shared=text.batch_size == 1 or _rows_equal(text.states))
+                cross = _Cross(kv, mask, slice(0, B), shared=text.batch_size == 1 or _rows_equal(text.states))
 
         # Per branch: the first step any row attends to, where rows start to differ, and whether
         # keys inside [lo, S) need a mask (holes) or none (contiguous: the usual case).
         branches = []
         for b in range(nb):
-            r = slice(b * V, (b + 1) * V)
+            r = slice(b * B, (b + 1) * B)
             att = attended[r]
             lo = int(att.any(dim=0).int().argmax()) if bool(att.any()) else start - 1
             lo = min(lo, start - 1)
@@ -251,13 +255,13 @@ class Generator:
             branches.append(_Branch(rows=r, lo=lo, split=split, holes=holes))
         valid = torch.zeros(R, self.max_steps, dtype=torch.bool, device=dev)
         valid[:, :S] = attended
-        return _State(codes.clone(), attended, positions, valid, start, nb, V, branches, cross, layouts[0].prefix_frames)
+        return _State(codes.clone(), attended, positions, valid, start, nb, B, branches, cross, layouts[0].prefix_frames)
 
     # ------------------------------------------------------------------ prefill
 
     def _prefill(self, st: _State) -> Tensor:
-        """Run the prefix once per branch (shared part on one row, divergent part on V rows) and
-        return the logits that predict step `start`: [R, K, card] float32."""
+        """Run the prefix once per branch (shared part on one row, divergent part on B rows) and
+        return the logits that predict step `start`: [R, K, V] float32."""
         out: list[Tensor] = []
         for b, br in enumerate(st.branches):
             cross = st.cross if b == 0 else None
@@ -267,14 +271,14 @@ class Generator:
                 x = self._prefix_run(st, slice(rep, rep + 1), br.lo, br.lo, br.split, br.holes, cross)
                 self.cache.copy_row(rep, slice(rep + 1, br.rows.stop), br.lo, br.split)
                 if br.split == st.start:
-                    logits = self._logits(x).expand(st.variations, -1, -1)
-            if br.split < st.start:  # divergent steps (e.g. per-variation prompts): all V rows
+                    logits = self._logits(x).expand(st.variations, -1, -1)  # [B, K, V]
+            if br.split < st.start:  # divergent steps (e.g. per-variation prompts): all B rows
                 x = self._prefix_run(st, br.rows, br.lo, br.split, st.start, br.holes, cross)
                 logits = self._logits(x)
             if logits is None:  # unreachable: one of the two runs ends at `start`
                 raise RuntimeError("prefill produced no logits")
             out.append(logits)
-        return torch.cat(out)  # [R, K, card]
+        return torch.cat(out)  # [R, K, V]
 
     def _prefix_run(self, st, rows: slice, lo: int, q_lo: int, q_hi: int, holes: bool, cross) -> Tensor:
         """Steps [q_lo, q_hi) of `rows` through the LM, keys [lo, q_hi) from the cache; returns the
@@ -294,7 +298,7 @@ class Generator:
     # ------------------------------------------------------------------ decode
 
     def _decode(self, st: _State, s: int) -> Tensor:
-        """Feed step s (all rows) and return the logits predicting step s + 1: [R, K, card]."""
+        """Feed step s (all rows) and return the logits predicting step s + 1: [R, K, V]."""
         if self.static:
             return self._decode_static_call(st, s)
         R = st.codes.shape[0]
@@ -302,7 +306,7 @@ class Generator:
         for br in st.branches:
             mask = None
             if br.holes:
-                mask = st.attended[br.rows, br.lo : s + 1][:, None, None, :]  # [V, 1, 1, keys]
+                mask = st.attended[br.rows, br.lo : s + 1][:, None, None, :]  # [B, 1, 1, keys]
             ranges.append(KeyRange(br.rows, br.lo, s + 1, mask))
         view = CacheView(slice(0, R), s, tuple(ranges))
         x = self._hidden(st.codes[:, :, s : s + 1], st.positions[:, s : s + 1], st.cross, view)  # [R, 1, D]
@@ -315,7 +319,7 @@ class Generator:
         return self.lm.hidden(codes, positions, None, kv, mask, rows, self.cache, view)
 
     def _logits(self, x: Tensor) -> Tensor:
-        """Final norm and the K heads on the last step: [n, q, D] -> [n, K, card] float32."""
+        """Final norm and the K heads on the last step: [n, q, D] -> [n, K, V] float32."""
         return self.lm.logits(x[:, -1:])[:, :, -1].float()
 
     # ------------------------------------------------------------------ static path
@@ -410,7 +414,7 @@ class Generator:
 
 @dataclass(frozen=True)
 class _Branch:
-    rows: slice  # the branch's V rows
+    rows: slice  # the branch's B rows
     lo: int  # first step any row attends to (earlier steps are never computed)
     split: int  # steps [lo, split) are identical across the rows: prefilled once
     holes: bool  # some key in [lo, S) is masked: attention needs an explicit mask
@@ -418,13 +422,13 @@ class _Branch:
 
 @dataclass
 class _Cross:
-    kv: list[tuple[Tensor, Tensor]]  # per layer [V, H, N, Dh]
-    mask: Tensor | None  # [V, 1, 1, N] or None
-    rows: slice  # the rows that carry text: the cond branch [0, V)
+    kv: list[tuple[Tensor, Tensor]]  # per layer [B, H, L, Dh]
+    mask: Tensor | None  # [B, 1, 1, L] or None
+    rows: slice  # the rows that carry text: the cond branch [0, B)
     shared: bool  # one text for every variation
 
     def narrow(self, n: int) -> _Cross:
-        """The first n rows (a prefill on fewer rows than V)."""
+        """The first n rows (a prefill on fewer rows than B)."""
         kv = [(k[:n], v[:n]) for k, v in self.kv]
         return _Cross(kv, None if self.mask is None else self.mask[:n], slice(0, n), self.shared)
 

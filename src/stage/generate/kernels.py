@@ -5,7 +5,7 @@ tensors (no copy; only the kernels' rounding differs), whose decoder and head li
 CPU kernel by the number of rows x @ W.T has (benchmarks/README.md, "What makes it fast"):
 - F.linear (x @ W.T) is 2-3x slower for 2-3 rows than for 1 (ENVIRONMENT.md), while
   torch.mm(W, x.T) runs them at the 1-row, memory-bound speed: used up to `MM_ROWS` rows;
-- from 4 rows on (V >= 2 with CFG), in single-step calls (decode), oneDNN with the weights packed
+- from 4 rows on (B >= 2 variations with CFG), in single-step calls (decode), oneDNN with the weights packed
   once is fastest, at the cost of a second copy of the weights, made on first use (`pack`);
 - larger products (most of a prefill) are plain F.linear.
 The blocks' maths stays `Block.forward` (model/lm.py); only the linear kernels differ. Models on

@@ -124,7 +124,7 @@ def crossfade_gains(n: int, shape: str = "power") -> tuple[np.ndarray, np.ndarra
 def stitch(pieces: list[np.ndarray], windows: list[Window], hop: int, crossfade: int, shape: str = "power") -> np.ndarray:
     """Join decoded windows into one signal.
 
-    pieces: per window float [..., window.frames * hop] (any leading dims, e.g. [V, 1]).
+    pieces: per window float [..., window.frames * hop] (any leading dims, e.g. [B, 1] for B variations).
     crossfade: samples of the crossfade (`crossfade_gains` of `shape`), centred in each overlap
       (clamped to it).
     Returns [..., windows[-1].end * hop]: piece w placed at sample windows[w].start * hop.
@@ -154,7 +154,7 @@ def stitch(pieces: list[np.ndarray], windows: list[Window], hop: int, crossfade:
 
 @dataclass
 class LongformOutput:
-    """codes: [V, K, F] the whole stem's codes; audio: [V, 1, F * hop] at the model rate;
+    """codes: [B, K, T] the whole stem's codes (B variations); audio: [B, 1, T * hop] at the model rate;
     windows: the plan; prefill / decode seconds and decode steps summed over the windows."""
 
     codes: Tensor
@@ -177,7 +177,7 @@ class WindowResult(Protocol):
     and steps are read when present)."""
 
     @property
-    def codes(self) -> Tensor: ...  # [V, K, num_frames]
+    def codes(self) -> Tensor: ...  # [B, K, num_frames]
 
 
 def generate_longform(
@@ -196,11 +196,11 @@ def generate_longform(
 ) -> LongformOutput:
     """Generate a stem of `total_frames` frames window by window (see the module docstring).
 
-    run(context_codes [1, K, Tc] | None, prompt_codes [V, K, P] | None, num_frames, progress)
-      -> an object with `.codes` [V, K, num_frames] (and optionally prefill_seconds,
+    run(context_codes [1, K, Tc] | None, prompt_codes [B, K, P] | None, num_frames, progress)
+      -> an object with `.codes` [B, K, num_frames] (and optionally prefill_seconds,
       decode_seconds, steps): one window of generation (the cached Generator or the reference).
-    encode(audio [1, N] at the model rate) -> codes [1, K, T]. decode(codes [V, K, T]) ->
-      audio [V, 1, T * hop] at the model rate.
+    encode(audio [1, N] at the model rate) -> codes [1, K, T]. decode(codes [B, K, T]) ->
+      audio [B, 1, T * hop] at the model rate.
     mix: [1, N] mono at the model rate, or None. Windows past its end get a shorter context or
       none (`plan_windows`).
     on_window(window, context_codes): called before each window (for progress displays and tests).
@@ -226,14 +226,14 @@ def generate_longform(
         out.encode_seconds += time.perf_counter() - t0
         if on_window is not None:
             on_window(win, ctx)
-        prm = None if win.prompt == 0 or codes is None else codes[:, :, win.start : win.start + win.prompt]  # [V, K, P]
+        prm = None if win.prompt == 0 or codes is None else codes[:, :, win.start : win.start + win.prompt]  # [B, K, P]
 
         def window_progress(i: int, total: int, base: int = done) -> None:
             if progress is not None:
                 progress(base + i, sum(steps_per))
 
         result = run(ctx, prm, win.frames, window_progress)
-        new = result.codes  # [V, K, frames]
+        new = result.codes  # [B, K, frames]
         if codes is None:
             codes = new.new_zeros((new.shape[0], new.shape[1], total_frames))
         codes[:, :, win.start : win.end] = new
@@ -241,7 +241,7 @@ def generate_longform(
         out.decode_seconds += getattr(result, "decode_seconds", 0.0)
         out.steps += getattr(result, "steps", 0)
         t1 = time.perf_counter()
-        pieces.append(decode(new))  # [V, 1, frames * hop]
+        pieces.append(decode(new))  # [B, 1, frames * hop]
         out.codec_decode_seconds += time.perf_counter() - t1
         done += n_steps
     crossfade = int(round(params.crossfade_seconds * frame_rate * hop))

@@ -3,7 +3,7 @@
     model = stage.load_model("tiny")
     options = stage.GenerationOptions(prompt="funky drums", seconds=10, seed=7)
     result = stage.generate_stems(model, mix, 44_100, options)
-    result.stems  # float32 [V, C, N] at 44.1 kHz, C = the mix's channels
+    result.stems  # float32 [B, C, N] at 44.1 kHz (B variations), C = the mix's channels
 
 The LM works on 32 kHz mono EnCodec codes; `generate_stems` resamples and down-mixes the
 context on the way in and restores the caller's rate and channel count on the way out, with the
@@ -92,7 +92,7 @@ def generate_stems(
     continuation: optional [C, N] audio of the stem to continue (it is part of `seconds`; in
       long-form it must be shorter than one window).
     progress: called as progress(step, total) after every sampling step.
-    Returns a GenerationResult with stems [V, C, N] (C = the context's channel count, N the
+    Returns a GenerationResult with stems [B, C, N] (B variations, C = the context's channel count, N the
     requested length at `options.output_rate`) and timings (seconds per phase, real-time factor).
     """
     if not isinstance(options, GenerationOptions):
@@ -105,7 +105,7 @@ def generate_stems(
     window = default_window(model) if options.window is None else options.window
     if options.engine == "cached":
         check_precision(options.precision, model.device)  # the name is checked already; this checks the device
-    V = int(options.variations)
+    B = int(options.variations)
     channels, mix, context_samples = 1, None, None
     if context is not None:
         x = as_channels_first(context, "context")
@@ -133,10 +133,10 @@ def generate_stems(
                 f"the continuation ({prompt_codes.shape[-1] / model.frame_rate:.1f} s) must be shorter than one "
                 f"window ({window.window_seconds} s) for long-form generation"
             )
-    cond = model.text([options.prompt])  # [1, N, D], shared by every variation
+    cond = model.text([options.prompt])  # [1, L, D], shared by every variation
     t_text = time.perf_counter()
     base = options.seed if options.seed is not None else secrets.randbelow(2**31)
-    seeds = [base + v for v in range(V)]
+    seeds = [base + v for v in range(B)]
     generators = make_generators(seeds, model.device)
     run = _window_runner(model, options, cond, generators, window, total_frames, mix)
 
@@ -174,15 +174,15 @@ def generate_stems(
 
 def _window_runner(model: StageModel, options: GenerationOptions, cond, generators, window: WindowParams,
                    total_frames: int, mix):
-    """run(context [1, K, Tc] | None, prompt [1|V, K, P] | None, frames, progress) for one window."""
-    V = int(options.variations)
+    """run(context [1, K, Tc] | None, prompt [1|B, K, P] | None, frames, progress) for one window."""
+    B = int(options.variations)
     params: GenerationParams = options.params
     if options.engine == "reference":
 
         def run_reference(ctx, prm, n, prog):
-            ctx = None if ctx is None else ctx.expand(V, -1, -1)
-            prm = None if prm is None else prm.expand(V, -1, -1)
-            codes = reference_generate(model.lm, cond.repeat(V), n, params, context=ctx, prompt=prm,
+            ctx = None if ctx is None else ctx.expand(B, -1, -1)  # [B, K, Tc]
+            prm = None if prm is None else prm.expand(B, -1, -1)  # [B, K, P]
+            codes = reference_generate(model.lm, cond.repeat(B), n, params, context=ctx, prompt=prm,
                                        generators=generators, progress=prog)
             return SimpleNamespace(codes=codes)
 
@@ -191,9 +191,9 @@ def _window_runner(model: StageModel, options: GenerationOptions, cond, generato
     frames = min(win, total_frames)
     context_frames = 0 if mix is None else min(ctx_frames, frames)
     steps = steps_needed(model.config.lm, frames, context_frames)
-    gen = cached_generator(model, options.precision, V, params.branches, steps, options.compile, options.cuda_graphs)
+    gen = cached_generator(model, options.precision, B, params.branches, steps, options.compile, options.cuda_graphs)
 
     def run(ctx, prm, n, prog):
-        return gen.generate(cond, n, params, context=ctx, prompt=prm, variations=V, generators=generators, progress=prog)
+        return gen.generate(cond, n, params, context=ctx, prompt=prm, variations=B, generators=generators, progress=prog)
 
     return run

@@ -52,8 +52,8 @@ class Take:
 
 @dataclass
 class TakeSet:
-    """The result of `render_takes`: V takes over one context, with the model's codes
-    (int64 [V, K, T]) and timings (seconds per phase, real-time factor)."""
+    """The result of `render_takes`: B takes over one context, with the model's codes
+    (int64 [B, K, T]) and timings (seconds per phase, real-time factor)."""
 
     plan: TakePlan
     takes: list[Take]
@@ -101,7 +101,7 @@ def render_takes(model, plan: TakePlan, progress: Progress | None = None, precis
                                             seconds=plan.seconds, variations=settings.variations,
                                             output_rate=plan.sample_rate, precision=precision)
     result = generate_stems(model, context.audio, context.sample_rate, options, progress=progress)
-    stems = fit_length(result.stems, plan.samples)  # [V, C', N] at the input's rate (clicks were given at 32 kHz)
+    stems = fit_length(result.stems, plan.samples)  # [B, C', N] at the input's rate (clicks were given at 32 kHz)
     if stems.shape[1] != plan.channels:  # the model is mono: copy it to every channel of the input
         stems = np.repeat(stems[:, :1], plan.channels, axis=1)
     if plan.mix is not None:

@@ -68,23 +68,23 @@ def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") ->
 def combine_guidance(logits: Tensor, variations: int, guidance: float, text_guidance: float | None = None) -> Tensor:
     """Classifier-free guidance on raw logits (docs/method.md §5).
 
-    logits: [nb * V, ...] with the branches in blocks of V rows: cond (context + text), uncond
+    logits: [nb * B, ...] (B variations) with the branches in blocks of B rows: cond (context + text), uncond
     (context all pad, null text) and, for separate scales, ctx (context kept, null text).
     nb = 1: no guidance, the logits are returned as they are.
     nb = 2: the authors' joint scale, `uncond + guidance * (cond - uncond)`. With `text_guidance`
       set, nb = 2 means there is no context (ctx == uncond), so the text scale is used instead.
     nb = 3: `uncond + guidance * (ctx - uncond) + text_guidance * (cond - ctx)`.
-    Returns [V, ...].
+    Returns [B, ...].
     """
-    V = variations
-    nb = logits.shape[0] // V
+    B = variations
+    nb = logits.shape[0] // B
     if nb == 1:
         return logits
-    cond, uncond = logits[:V], logits[V : 2 * V]
+    cond, uncond = logits[:B], logits[B : 2 * B]
     if nb == 2:
         scale = guidance if text_guidance is None else text_guidance
         return uncond + scale * (cond - uncond)
     if text_guidance is None:
         raise ValueError(f"{nb} guidance branches need a text_guidance scale")
-    ctx = logits[2 * V : 3 * V]
+    ctx = logits[2 * B : 3 * B]
     return uncond + guidance * (ctx - uncond) + text_guidance * (cond - ctx)
