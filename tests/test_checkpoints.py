@@ -304,6 +304,20 @@ def test_convert_refuses_to_overwrite(tmp_path, capsys):
     assert main(["convert", "tiny", "--out", str(out), "--force"]) == 0
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--out", "{tmp}/notes.txt", "--force"], "exists and is not a folder"),  # --force replaces folders, not files
+    (["--out", "{tmp}/notes.txt"], "exists and is not a folder"),
+    (["--stem", "kazoo"], "unknown stem 'kazoo'"),
+])
+def test_convert_mistakes_are_one_line_and_touch_nothing(tmp_path, capsys, extra, message):
+    (tmp_path / "notes.txt").write_text("mine")
+    argv = ["convert", "tiny", "--out", str(tmp_path / "out"), *[a.format(tmp=tmp_path) for a in extra]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_unbundled_checkpoint_names_hub_sources_and_fails_clearly_offline(authors_file, tmp_path, monkeypatch):
     path, hf, tokenizer, folder = authors_file
     out = tmp_path / "thin"

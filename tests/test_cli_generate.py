@@ -235,6 +235,25 @@ def test_metronome_command(tmp_path, capsys):
     assert rc == 2 and "bpm" in err and not (tmp_path / "fast.wav").exists()
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--seconds", "1e9"], "at most 3600 s"),  # refused before the beat times are allocated (it ran out of memory)
+    (["--seconds", "nan"], "click track length must be > 0 s, got nan"),
+    (["--seconds", "0"], "click track length must be > 0 s"),
+    (["--sample-rate", "0"], "unsupported sample rate 0 Hz"),
+    (["--beats-per-bar", "0"], "beats per bar"),
+    (["--out", "{tmp}/click.mp3"], "written as .wav or .flac"),
+    (["--out", "{tmp}/exists.wav"], "already exists"),
+    (["--offset", "1e12"], "--offset 1e+12 puts the first beat after the end (2 s)"),  # it wrote a silent file
+])
+def test_metronome_mistakes_are_one_line_and_write_nothing(tmp_path, capsys, extra, message):
+    (tmp_path / "exists.wav").write_bytes(b"mine")
+    args = ["metronome", "--bpm", 120, "--seconds", 2, "--out", tmp_path / "click.wav"]
+    rc, stdout, err = run(capsys, *args, *[str(a).format(tmp=tmp_path) for a in extra])
+    lines = err.strip().splitlines()
+    assert rc == 2 and lines == [lines[-1]] and lines[-1].startswith("error:") and message in lines[-1], err
+    assert files(tmp_path) == ["exists.wav"] and (tmp_path / "exists.wav").read_bytes() == b"mine"
+
+
 # --------------------------------------------------------------------------- files on disk
 
 
@@ -351,6 +370,8 @@ BAD_INPUTS = {
     "bad bpm": (good_mix, ["--bpm", "fast"], "--bpm"),
     "offset without bpm": (good_mix, ["--offset", "0.5"], "--offset"),
     "runaway length": (good_mix, ["--seconds", "1e9"], "at most 3600"),
+    "offset past the end": (good_mix, ["--bpm", "120", "--offset", "5"], "--offset 5 puts the first beat after the end"),
+    "bad output rate": (good_mix, ["--sample-rate", "0"], "unsupported sample rate 0 Hz"),
     "0 variations": (good_mix, ["--variations", "0"], f"variations must be an integer in 1..{MAX_TAKE_VARIATIONS}, got 0"),
     "too many variations": (good_mix, ["--variations", str(MAX_TAKE_VARIATIONS + 1)], f"in 1..{MAX_TAKE_VARIATIONS}"),
     "0 beats per bar": (good_mix, ["--bpm", "120", "--beats-per-bar", "0"], "beats per bar"),

@@ -10,12 +10,12 @@ import pytest
 import soundfile as sf
 from helpers import drum_loop
 
-from stage.audio import load_audio, resample
+from stage.audio import MAX_SECONDS, load_audio, resample
 from stage.cli import main
 from stage.errors import StageError
-from stage.generate.params import GenerationParams
+from stage.generate.params import MAX_TAKE_VARIATIONS, GenerationParams
 from stage.generate.render import CEILING, mix_with_headroom
-from stage.generate.session import Session
+from stage.generate.session import LOCK_FILE, Session
 from stage.generate.takes import TakeSettings
 
 FAST = ["--model", "tiny", "--cfg", "1"]
@@ -148,6 +148,35 @@ def test_one_command_at_a_time(tmp_path, capsys):
     with Session.open(folder).lock():
         rc, _, err = run(capsys, "session", "accept", folder, "take001")
     assert rc == 2 and "another stage command" in err
+
+
+def tree(folder):
+    """Every path under `folder` with its bytes (None for folders), but the empty lock file that
+    `Session.lock` leaves behind."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))
+            if p.name != LOCK_FILE}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "{dir}", *FAST, "--stem", "drums", "--device", "cuda:7"], "cuda"),
+    (["generate", "{dir}", *FAST, "--stem", "drums", "--device", "gpu0"], "unknown device"),
+    (["generate", "{dir}", *FAST, "--stem", "drums", "--variations", "17"], f"variations must be an integer in 1..{MAX_TAKE_VARIATIONS}, got 17"),
+    (["generate", "{dir}", *FAST, "--stem", "drums", "--bpm", "120", "--beats-per-bar", "0"], "beats per bar"),
+    (["accept", "{dir}", "take001", "--gain", "nan"], "no take"),
+    (["use", "{dir}", "v9"], "no mix version 'v9'"),
+    (["new", "{dir}/../other", "--mix", "{dir}/mixes/mix_000.wav", "--sample-rate", "0"], "unsupported sample rate 0 Hz"),
+    (["new", "{dir}/../other", "--seconds", "1e9"], f"--seconds must be in (0, {MAX_SECONDS:g}], got 1e+09"),
+])
+def test_session_mistakes_are_one_line_and_touch_nothing(tmp_path, capsys, argv, message):
+    """A user mistake: exit 2, one `error:` line, and the session folder as it was."""
+    folder = tmp_path / "s"
+    Session.create(folder, np.zeros((1, 1000), np.float32), 16_000)
+    before = tree(tmp_path)
+    rc, _, err = run(capsys, "session", *[a.format(dir=folder) for a in argv])
+    lines = err.strip().splitlines()
+    assert rc == 2 and lines[-1].startswith("error:") and message in lines[-1], err
+    assert [ln for ln in lines if ln.startswith(("error:", "Traceback"))] == [lines[-1]]
+    assert tree(tmp_path) == before
 
 
 def test_sessions_refuse_foreign_folders(tmp_path, capsys):

@@ -570,3 +570,18 @@ def test_studio_command_refuses_missing_models(tmp_path, capsys, monkeypatch):
     assert "stage-bass.safetensors" in err and "giorgioskij/stage" in err
     assert main(["studio", "--model", "tiny", "--max-upload-mb", "0"]) == 2
     assert "max-upload-mb" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--sessions", "--work-dir"])
+def test_studio_command_refuses_a_file_for_a_folder(tmp_path, capsys, monkeypatch, flag):
+    """A file where a folder goes: one line, exit 2, before the model loads, the file untouched."""
+    from stage.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    afile = tmp_path / "song.wav"
+    afile.write_bytes(b"not a folder")
+    before = snapshot(tmp_path)
+    assert main(["studio", "--model", "tiny", flag, str(afile)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and f"{flag} {afile}: exists and is not a folder" in err
+    assert snapshot(tmp_path) == before

@@ -34,9 +34,11 @@ from stage.app.form import BPM_MODES, MAX_TAKES, take_settings  # noqa: F401  (B
 from stage.app.uploads import load_upload
 from stage.app.waveform import COLORS, render_waveform  # noqa: F401  (re-exported: the studio's pictures)
 from stage.app.workspace import Workspace, export_zip, name_from_file
+from stage.audio import MAX_SECONDS
 from stage.data.beats import BeatGrid
 from stage.data.metronome import DEFAULT_BEATS_PER_BAR
 from stage.errors import Cancelled, StageError
+from stage.files import ensure_writable_dir
 from stage.generate.naming import numbered_take_id
 
 
@@ -65,14 +67,17 @@ class StudioConfig:
     def validate(self) -> None:
         if not 0 < self.max_upload_mb <= 2048:
             raise StageError(f"--max-upload-mb must be in (0, 2048], got {self.max_upload_mb}")
-        if not 0 < self.max_seconds <= 3600:
-            raise StageError(f"--max-seconds must be in (0, 3600], got {self.max_seconds}")
+        if not 0 < self.max_seconds <= MAX_SECONDS:
+            raise StageError(f"--max-seconds must be in (0, {MAX_SECONDS:g}], got {self.max_seconds}")
         if not 1 <= self.concurrency <= 64:
             raise StageError(f"--concurrency must be in 1..64, got {self.concurrency}")
         if not 1 <= self.queue_size <= 10_000:
             raise StageError(f"--queue-size must be in 1..10000, got {self.queue_size}")
         if not 0 <= self.port <= 65535:
             raise StageError(f"--port must be in 0..65535, got {self.port}")
+        for flag, folder in (("--sessions", self.sessions), ("--work-dir", self.work_dir)):
+            if folder and Path(folder).exists() and not Path(folder).is_dir():  # before the model loads
+                raise StageError(f"{flag} {folder}: exists and is not a folder")
 
 
 @dataclass
@@ -148,13 +153,13 @@ class Studio:
             model = load_studio_model(config.model, config.device)
         if config.work_dir:
             work = Path(config.work_dir)
-            work.mkdir(parents=True, exist_ok=True)
+            ensure_writable_dir(work)
             owns = False
         else:
             work = Path(tempfile.mkdtemp(prefix="stage-studio-"))
             owns = True
         workspace = Workspace(Path(config.sessions))
-        workspace.root.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(workspace.root)
         return cls(config, workspace, work, {config.model: model}, owns)
 
     def close(self) -> None:

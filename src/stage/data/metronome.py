@@ -20,6 +20,17 @@ DEFAULT_BEATS_PER_BAR = 4  # the metronome's accent period when none is given (4
 MIN_BPM = 20.0
 
 
+def check_length(seconds: float) -> None:
+    """A click track's length: > 0 and at most `stage.audio.MAX_SECONDS` (the beat times and the
+    buffer grow with it, so a runaway length is refused before anything is allocated)."""
+    from stage.audio import MAX_SECONDS
+
+    if not isinstance(seconds, (int, float, np.number)) or not np.isfinite(seconds) or seconds <= 0:
+        raise StageError(f"click track length must be > 0 s, got {seconds}")
+    if seconds > MAX_SECONDS:
+        raise StageError(f"click track length must be at most {MAX_SECONDS:g} s (one hour), got {seconds:g}")
+
+
 def render_clicks(beats, downbeats, seconds: float, sample_rate: int = 32_000) -> np.ndarray:
     """Click track for given beat and downbeat times (seconds) -> float32 [N], N = round(seconds * sr).
 
@@ -27,8 +38,7 @@ def render_clicks(beats, downbeats, seconds: float, sample_rate: int = 32_000) -
     """
     import librosa
 
-    if not np.isfinite(seconds) or seconds <= 0:
-        raise StageError(f"click track length must be > 0 s, got {seconds}")
+    check_length(seconds)
     n = int(round(seconds * sample_rate))
     out = np.zeros(n, dtype=np.float64)
     for times in (beats, downbeats):
@@ -43,6 +53,7 @@ def metronome_times(bpm: float, beats_per_bar: int, seconds: float, offset: floa
     """Beat and downbeat times (seconds) of a steady metronome; the first beat (at `offset`) is a
     downbeat. Beats before 0 (negative offset) are dropped, keeping the bar phase."""
     validate_tempo(bpm, beats_per_bar)
+    check_length(seconds)
     if not np.isfinite(offset):
         raise StageError(f"offset must be a number of seconds, got {offset}")
     period = 60.0 / bpm

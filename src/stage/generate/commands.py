@@ -290,7 +290,7 @@ def generation_meta(model_source: str, model) -> dict:
 
 def run_generate(args: argparse.Namespace) -> int:
     """`stage generate`: see GENERATE_HELP."""
-    from stage.audio import load_audio
+    from stage.audio import check_rate, load_audio
     from stage.files import check_free, ensure_writable_dir
     from stage.generate.naming import take_paths
     from stage.generate.render import render_takes
@@ -299,6 +299,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     stem, model_source = resolve_stem_and_model(args.stem, args.model, args.quiet)
+    check_rate(args.sample_rate, "--sample-rate")  # (used with --metronome-only; a bad value is refused always)
     if args.metronome_only:
         if args.mix is not None:
             raise StageError("--metronome-only generates from a click alone; do not give a MIX")
@@ -348,15 +349,17 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_metronome(args: argparse.Namespace) -> int:
     """`stage metronome`: see METRONOME_HELP."""
     from stage.audio import check_rate, save_audio
-    from stage.data.metronome import render_metronome
+    from stage.data.metronome import metronome_times, render_metronome
     from stage.files import check_free, ensure_writable_dir
 
     check_rate(args.sample_rate, "--sample-rate")
-    click = render_metronome(args.bpm, args.beats_per_bar, args.seconds, args.offset, args.sample_rate)
     out = Path(args.out)
     if out.suffix.lower() not in (".wav", ".flac"):
         raise StageError(f"{out}: the click track is written as .wav or .flac")
-    check_free([out], args.force)
+    check_free([out], args.force)  # before rendering: an existing file is refused at once
+    if not len(metronome_times(args.bpm, args.beats_per_bar, args.seconds, args.offset)[0]):
+        raise StageError(f"--offset {args.offset:g} puts the first beat after the end ({args.seconds:g} s)")
+    click = render_metronome(args.bpm, args.beats_per_bar, args.seconds, args.offset, args.sample_rate)
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     save_audio(out, click, args.sample_rate, overwrite=args.force)
     print(f"wrote {out} ({args.bpm:g} BPM, {args.beats_per_bar} beats per bar, {args.seconds:g} s at {args.sample_rate} Hz)")
@@ -369,16 +372,17 @@ def run_metronome(args: argparse.Namespace) -> int:
 def run_session_new(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from stage.audio import MAX_CHANNELS, check_rate, load_audio
+    from stage.audio import MAX_CHANNELS, MAX_SECONDS, check_rate, load_audio
     from stage.generate.session import Session
 
+    check_rate(args.sample_rate, "--sample-rate")  # (used without --mix; a bad value is refused always)
     if args.mix is not None:
         mix, sr = load_audio(args.mix)
         source = str(args.mix)
     else:
-        sr = check_rate(args.sample_rate, "--sample-rate")
-        if not np.isfinite(args.seconds) or not 0 < args.seconds <= 3600:
-            raise StageError(f"--seconds must be in (0, 3600], got {args.seconds}")
+        sr = args.sample_rate
+        if not np.isfinite(args.seconds) or not 0 < args.seconds <= MAX_SECONDS:
+            raise StageError(f"--seconds must be in (0, {MAX_SECONDS:g}], got {args.seconds:g}")
         if not 1 <= args.channels <= MAX_CHANNELS:
             raise StageError(f"--channels must be in 1..{MAX_CHANNELS}, got {args.channels}")
         mix = np.zeros((args.channels, int(round(args.seconds * sr))), np.float32)
@@ -391,6 +395,7 @@ def run_session_new(args: argparse.Namespace) -> int:
 
 
 def run_session_generate(args: argparse.Namespace) -> int:
+    from stage.devices import resolve_device
     from stage.generate.session import Session
 
     t0 = time.perf_counter()
@@ -398,6 +403,7 @@ def run_session_generate(args: argparse.Namespace) -> int:
     stem, model_source = resolve_stem_and_model(args.stem, args.model, args.quiet)
     if stem is not None:
         take_settings(args, stem)
+    resolve_device(args.device)  # a bad --device is refused before the session folder is touched
     with session.lock():
         session = Session.open(args.dir)  # re-read under the lock
         model, stem = load_for_stem(model_source, stem, args.device, args.quiet)

@@ -171,6 +171,8 @@ def build_context(settings: TakeSettings, mix: np.ndarray | None, sample_rate: i
         assert settings.bpm is not None  # context_mode says "mix" when it is None
         bpm, bpb = float(settings.bpm), settings.beats_per_bar or DEFAULT_BEATS_PER_BAR
         beats, downbeats = metronome_times(bpm, bpb, seconds, settings.offset)
+        if len(beats) == 0:  # a silent click: the model would hear no tempo at all
+            raise StageError(f"--offset {settings.offset:g} puts the first beat after the end ({seconds:g} s)")
         click = render_clicks(beats, downbeats, seconds, model_rate)[None]  # [1, N]
         return Context("metronome", click, model_rate, bpm, bpb, settings.offset, beats, downbeats)
     from stage.data.beats import track_beats

@@ -180,10 +180,12 @@ def load_model(
     # Known names (stage-drums, stage-bass, musicgen-small) resolve through the registry, which
     # says where to put the weights when they are missing.
     from stage.devices import resolve_device
-    from stage.model.registry import resolve_known
+    from stage.model.registry import check_stem, resolve_known
 
     if isinstance(device, str):  # a bad name fails here, before any weights are read
         device = resolve_device(device)
+    if stem is not None:  # likewise a bad stem name
+        stem = check_stem(stem)
     known = resolve_known(source)
     if known is not None:
         source, stem = known.source, stem or known.stem

@@ -28,7 +28,9 @@ WEIGHTS_FILE = "model.safetensors"
 def check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     """Refuse (before any work) an output folder that exists and is not empty, or cannot be written."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if out.exists() and not out.is_dir():  # --force replaces a folder, never a file
+        raise CheckpointError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise CheckpointError(f"{out}: already exists and is not empty (use --force to replace it)")
     parent = out.parent if str(out.parent) else Path(".")
     existing = parent
