@@ -128,6 +128,18 @@ def test_an_existing_run_is_never_replaced_without_force(tmp_path, capsys):
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_file_for_the_run_folder_is_refused(tmp_path, capsys, force):
+    """--out naming a file: one line and exit 2 (it was a NotADirectoryError traceback), the file
+    kept, even with --force (which replaces a run folder, never a file)."""
+    write_songs(tmp_path / "songs")
+    (tmp_path / "run.wav").write_text("mine")
+    assert main(["train-codec", "--data", str(tmp_path / "songs"), "--out", str(tmp_path / "run.wav"), *force]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and "exists and is not a folder" in err, err
+    assert (tmp_path / "run.wav").read_text() == "mine"
+
+
 def _tone(hz: float, amplitude: float, sr: int = 32_000) -> torch.Tensor:
     t = torch.arange(sr) / sr
     return amplitude * torch.sin(2 * torch.pi * hz * t)

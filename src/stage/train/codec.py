@@ -551,6 +551,8 @@ def train_codec(config: CodecTrainConfig, resume: bool = False, force: bool = Fa
     data = AudioCrops(files, n, config.sample_rate, config.seed, config.silence_db)
     out = Path(config.out)
     ckpt = out / "lightning" / "last.ckpt"
+    if out.exists() and not out.is_dir():  # --force replaces a run folder, never a file
+        raise StageError(f"--out {out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not resume:
         if not force:
             raise StageError(f"{out} already holds a run: pass --resume to continue it or --force to start again")
