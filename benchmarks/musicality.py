@@ -4,6 +4,8 @@ control run of the same model with the context dropped (text only).
 Rows (issue 10):
 1. drums, mix as context: beat / downbeat F1 of the generated drums against the song's true
    beats (madmom tracker, mir_eval matching, 70 ms, no 5 s trim) and the tempo error;
+   drums, --bpm auto: the README's main command; a click on the beats tracked in the whole song,
+   the drums scored against the true beats (beside the tracked click's own F1);
 2. drums, click as context (the authors' test protocol): BPM ~ U(100, 179), first beat offset
    ~ U(0, 0.3) s, 10 s clips; beat F1 against the click grid;
 3. bass, mix as context: chord-tone share (pyin pitch class in the chord of the moment) and the
@@ -109,6 +111,30 @@ def drums_with_mix(model, songs, seconds, seed):
             rows[kind].append((s.beat.f1, s.downbeat.f1,
                                abs(s.tempo.ratio - 1) if s.tempo.ratio else float("nan")))
     return {k: tuple(mean(c) for c in zip(*v)) for k, v in rows.items()}, audio
+
+
+def drums_with_tracked_click(model, songs, seconds, seed):
+    """The README's main command (`stage generate song.wav --stem drums --bpm auto`): the beats
+    tracked in the whole song (mix minus drums, as a user would give it) become a click, and the
+    drums made on it are scored against the song's true beats. The tracker's F1 against the truth
+    is reported beside it: the model cannot beat the beats it was given."""
+    from stage.data.beats import track_beats
+    from stage.data.metronome import render_clicks
+
+    rows: dict = {"listen": [], "tracker": []}
+    for i, folder in enumerate(songs):
+        meta = json.loads((folder / "meta.json").read_text())
+        start = window_start(meta, seconds)
+        whole = read_song(folder)
+        mix = sum(x for s, x in whole["stems"].items() if s != "drums")
+        grid = track_beats(mix, SR)
+        tb, td = in_window(grid.beats, start, seconds), in_window(grid.downbeats, start, seconds)
+        beats, downbeats = in_window(meta["beats"], start, seconds), in_window(meta["downbeats"], start, seconds)
+        click = render_clicks(tb, td, seconds, SR)
+        y = generate(model, click, meta["caption"], seconds, seed + i)
+        rows["listen"].append(f1_against(y, beats, downbeats, seconds, meta["bpm"]).beat.f1)
+        rows["tracker"].append(f1_against(click, beats, downbeats, seconds, meta["bpm"]).beat.f1)
+    return {k: mean(v) for k, v in rows.items()}
 
 
 def drums_with_click(model, clips, seconds, seed):
@@ -238,7 +264,7 @@ def long_form(model, songs, seconds, window):
     return out
 
 
-ROWS = ("drums_mix", "drums_click", "text", "long", "bass_mix")
+ROWS = ("drums_mix", "drums_auto", "drums_click", "text", "long", "bass_mix")
 
 
 def run_rows(args, rows) -> dict:
@@ -253,7 +279,7 @@ def run_rows(args, rows) -> dict:
     def done(name):
         print(f"  {name} done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
 
-    if {"drums_mix", "drums_click", "text", "long"} & set(rows):
+    if {"drums_mix", "drums_auto", "drums_click", "text", "long"} & set(rows):
         drums = load_model(args.drums).eval()
         seconds = args.seconds or float(drums.config.window_seconds)
         results["window"] = seconds
@@ -261,6 +287,9 @@ def run_rows(args, rows) -> dict:
             results["drums_mix"], audio = drums_with_mix(drums, songs, seconds, args.seed)
             results["drums_quality"] = quality(drums, audio)
             done("drums/mix")
+        if "drums_auto" in rows:
+            results["drums_auto"] = drums_with_tracked_click(drums, songs, seconds, args.seed)
+            done("drums/auto")
         if "drums_click" in rows:
             results["drums_click"] = drums_with_click(drums, args.clips, 10.0, args.seed)
             done("drums/click")
@@ -294,6 +323,11 @@ def print_table(results: dict) -> None:
         print(f"| drums, mix | beat F1 | {dm['listen'][0]:.3f} | {dm['control'][0]:.3f} | >= 0.8 vs <= 0.35 |")
         print(f"| drums, mix | downbeat F1 | {dm['listen'][1]:.3f} | {dm['control'][1]:.3f} | |")
         print(f"| drums, mix | tempo error, mean abs(ratio - 1) | {dm['listen'][2]:.3f} | {dm['control'][2]:.3f} | |")
+    if "drums_auto" in r:
+        da = r["drums_auto"]
+        control = f"{r['drums_mix']['control'][0]:.3f}" if "drums_mix" in r else "(run drums_mix)"
+        print(f"| drums, --bpm auto (click on the tracked beats) | beat F1 vs the true beats | {da['listen']:.3f} "
+              f"(the click itself {da['tracker']:.3f}) | {control} | the README's main command |")
     if "drums_click" in r:
         dc = r["drums_click"]
         print(f"| drums, click | beat F1 vs the click grid | {dc['listen']:.3f} | {dc['control']:.3f} | >= 0.85 vs <= 0.35 |")
