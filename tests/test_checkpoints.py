@@ -399,3 +399,16 @@ def test_convert_to_an_unwritable_place_fails_cleanly(tmp_path, capsys):
     assert main(["convert", "tiny", "--out", "/proc/stage-out"]) == 2
     err = capsys.readouterr().err
     assert "not writable" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("config, message", [
+    ('{"model_type": "musicgen", "decoder": 3, "text_encoder": 1, "audio_encoder": 2}', "unreadable MusicGen config"),  # was a traceback
+    ('{"model_type": "musicgen"', "not valid JSON"),
+    ('{"model_type": "bert"}', "not MusicGen"),
+])
+def test_a_broken_transformers_folder_is_one_checkpoint_error(tmp_path, capsys, config, message):
+    (tmp_path / "config.json").write_text(config)
+    assert main(["convert", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()

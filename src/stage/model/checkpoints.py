@@ -311,9 +311,13 @@ def load_hf(folder: Path, codec: str | None = None, text: str | None = None, tok
     """A transformers MusicGen folder (save_pretrained), text and audio encoders included."""
     from transformers import MusicgenConfig
 
+    try:  # transformers >= 5 validates config fields with huggingface_hub's strict dataclasses
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # an older huggingface_hub: those checks raise ValueError / TypeError
+        StrictDataclassError = ValueError  # type: ignore[assignment,misc]
     try:
         hf = MusicgenConfig.from_pretrained(str(folder), local_files_only=True)
-    except Exception as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StrictDataclassError) as err:  # unreadable, or the wrong fields
         raise CheckpointError(f"{folder}: unreadable MusicGen config ({str(err).splitlines()[0][:160]})") from None
     # MusicgenConfig types its sub-configs as `dict | PreTrainedConfig | None`; loading builds them
     # as these config classes.
