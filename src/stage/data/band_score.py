@@ -16,6 +16,9 @@ are exact grid times; swing and humanising move notes, never the grid.
 
 Swing s in [0, 0.35] moves the off-beat of each pair of subdivisions (eighths, or sixteenths for
 funk and hip-hop) from 1/2 to (1 + s)/2 of the pair: s = 1/3 is triplet swing.
+
+Length: about 560 lines on purpose: the genres' grooves, bass figures and comping are data
+tables that share one time model; one file keeps every genre comparable at a glance.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ The codebook state lives in the HF buffers (`embed`, `embed_avg`, `cluster_size`
 model saves with `save_pretrained` and loads unchanged through `stage.tokens.codec.Codec`.
 
 Shapes: audio [B, 1, N]; latents z [B, D, T] with T = N / hop; codes [K, B, T].
+
+Length: about 600 lines on purpose: the crops, the losses, the quantizer's k-means/EMA updates,
+the Lightning module and its config are one training recipe, read top to bottom.
 """
 
 from __future__ import annotations
