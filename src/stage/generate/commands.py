@@ -39,8 +39,8 @@ Existing files are never replaced unless --force. Rerun a take with --seed <its 
 --stream writes each stem WAV while it is generated: every --stream-seconds (default 1) of stem,
 the file is replaced (atomically: a reader never sees a broken file) by the stem so far; the
 preview and sidecar follow at the end. The codes are exactly those of a run without --stream; the
-final WAV is the joined stream, which matches the offline decode to within ~1e-5 of the signal's
-rms (benchmarks/README.md "Streaming"). Only a take that fits one model window streams (5 s for
+final WAV is the joined stream, which matches the offline decode to float rounding (~1e-6 of the
+signal's rms; benchmarks/README.md "Streaming"). Only a take that fits one model window streams (5 s for
 the stage-mini models, 10 s for the authors'); a longer one is refused.
 
 models: {", ".join(KNOWN_MODELS)}, tiny (random, for tests), or a path (see `stage convert`);
@@ -326,7 +326,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from stage.generate.render import render_takes
     from stage.generate.takefiles import StemStream, write_takes
     from stage.generate.takes import plan_takes
-    from stage.tokens.stream import LEFT_FRAMES, RIGHT_FRAMES
+    from stage.tokens.stream import HOLD_FRAMES
 
     t0 = time.perf_counter()
     chunk = stream_seconds(args)  # before anything slow
@@ -372,8 +372,7 @@ def run_generate(args: argparse.Namespace) -> int:
             meta["input"] = {"path": str(args.mix), "sample_rate": sr, "channels": int(mix.shape[0]),
                              "seconds": round(mix.shape[1] / sr, 4)}
         if streamed is not None:
-            meta["stream"] = {"chunk_seconds": chunk, "updates": streamed.updates, "left_frames": LEFT_FRAMES,
-                              "right_frames": RIGHT_FRAMES}
+            meta["stream"] = {"chunk_seconds": chunk, "updates": streamed.updates, "hold_frames": HOLD_FRAMES}
         written = write_takes(takeset, out, prefix, force=args.force, extra=meta,
                               replace=() if streamed is None else streamed.written)
     except BaseException:

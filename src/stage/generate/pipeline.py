@@ -14,7 +14,8 @@ model's audio helpers (`StageModel.to_model_audio`, `finish_audio`). Generation 
 Streaming: `on_chunk` receives the stem's audio while it is generated, an `AudioChunk` every
 `chunk_seconds` of completed frames (after the delay pattern), decoded with overlap by
 `tokens.stream.StreamingDecoder`; the chunks joined are the result's audio (before resampling),
-equal to the offline decode of the same codes within the tolerance stated there. The codes are
+equal to the offline decode of the same codes to float rounding (the decoder's LSTM state is
+carried from chunk to chunk; tolerance stated there). The codes are
 exactly those of a run without streaming. Only a take that fits one window streams (long-form
 windows are decoded and crossfaded as wholes; such a call is refused with a StageError).
 
@@ -176,7 +177,7 @@ def generate_stems(
                              "and would be generated window by window (long-form is not streamed)")
         if not isinstance(chunk_seconds, (int, float)) or not np.isfinite(chunk_seconds) or chunk_seconds <= 0:
             raise OptionError("chunk_seconds", f"must be a number > 0, got {chunk_seconds!r}")
-        stream = _Stream(on_chunk, StreamingDecoder(model.decode_model_audio, model.codec.hop_length),
+        stream = _Stream(on_chunk, StreamingDecoder(model.codec),
                          max(1, int(round(chunk_seconds * model.frame_rate))), t0)
     cond = model.text([options.prompt])  # [1, L, D], shared by every variation
     t_text = time.perf_counter()
