@@ -60,7 +60,6 @@ def left_sweep(decode, codes: torch.Tensor, hop: int, lefts, chunk: int, right: 
 def run(name: str, seconds: float, seed: int, chunk_seconds: float) -> None:
     import stage
     from helpers import drum_loop
-
     from stage.generate.params import GenerationOptions
     from stage.generate.pipeline import generate_stems
     from stage.tokens.stream import HOLD_FRAMES, seam_error

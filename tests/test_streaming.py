@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import drum_loop
 
+from helpers import drum_loop
 from stage.cli import main
 from stage.errors import StageError
 from stage.generate.generator import Generator, steps_needed

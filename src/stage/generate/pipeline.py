@@ -240,7 +240,8 @@ class _Stream:
 
     def finish(self, codes) -> np.ndarray:
         """Flush the decoder; the joined stream [B, 1, T * hop] (codes: the window's [B, K, T])."""
-        if self.decoder.received != codes.shape[-1] or not torch.equal(self.decoder.codes.cpu(), codes.cpu()):
+        streamed = self.decoder.codes
+        if streamed is None or streamed.shape != codes.shape or not torch.equal(streamed.cpu(), codes.cpu()):
             raise RuntimeError("the streamed codes differ from the generated ones")  # unreachable: a bug guard
         self._send(self.decoder.flush(), final=True)
         return self.decoder.audio()
