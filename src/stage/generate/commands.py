@@ -36,6 +36,13 @@ files written to --out, for each variation:
   <mix>_<stem>[_<bpm>bpm]_s<seed>.json      model, prompt, seed, sampling, tempo/beat grid, timings
 Existing files are never replaced unless --force. Rerun a take with --seed <its seed>.
 
+--stream writes each stem WAV while it is generated: every --stream-seconds (default 1) of stem,
+the file is replaced (atomically: a reader never sees a broken file) by the stem so far; the
+preview and sidecar follow at the end. The codes are exactly those of a run without --stream; the
+final WAV is the joined stream, which matches the offline decode to float rounding (~1e-6 of the
+signal's rms; benchmarks/README.md "Streaming"). Only a take that fits one model window streams (5 s for
+the stage-mini models, 10 s for the authors'); a longer one is refused.
+
 models: {", ".join(KNOWN_MODELS)}, tiny (random, for tests), or a path (see `stage convert`);
   known models are looked up in $STAGE_MODELS, ./checkpoints and ~/.cache/stage/models.
   Without --model: the authors' model for --stem (stage-drums, stage-bass) when its weights are
@@ -48,6 +55,7 @@ examples:
   stage generate song.flac --stem drums --bpm auto --variations 3 --out takes/
   stage generate song.wav --stem bass --model stage-bass --bpm 96 --offset 0.42 --seed 7
   stage generate --metronome-only --bpm 120 --seconds 10 --stem drums --model stage-drums
+  stage generate loop.wav --stem drums --seconds 5 --stream         # watch the take grow on disk
   stage generate loop.wav --stem drums --model tiny --seconds 2      # smoke test, no downloads"""
 
 METRONOME_HELP = """Write a click track with the recipe STAGE was trained on (docs/method.md §4): 1 kHz clicks
@@ -89,6 +97,23 @@ def _bpm(text: str | None) -> float | str | None:
         return float(text)
     except ValueError:
         raise StageError(f"--bpm must be a number or 'auto', got {text!r}") from None
+
+
+STREAM_SECONDS = 1.0  # --stream's default chunk: one file update per second of stem
+
+
+def stream_seconds(args: argparse.Namespace) -> float | None:
+    """--stream / --stream-seconds: the chunk length, or None without --stream (checked here)."""
+    import math
+
+    if args.stream_seconds is not None and not args.stream:
+        raise StageError("--stream-seconds sets the chunk length of --stream; add --stream")
+    if not args.stream:
+        return None
+    chunk = STREAM_SECONDS if args.stream_seconds is None else args.stream_seconds
+    if not math.isfinite(chunk) or chunk <= 0:
+        raise StageError(f"--stream-seconds must be a number of seconds > 0, got {chunk:g}")
+    return chunk
 
 
 # GenerationParams fields -> the flags that set them, so a bad value is reported by its flag
@@ -144,6 +169,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-rate", type=int, default=44_100, help="output rate with --metronome-only (default 44100)")
     p.add_argument("--out", default="stage-takes", help="output folder, created if needed (default ./stage-takes)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--stream", action="store_true",
+                   help="write each stem progressively while it is generated (a take of one window at most)")
+    p.add_argument("--stream-seconds", type=float,
+                   help=f"with --stream: stem seconds between file updates (default {STREAM_SECONDS:g})")
     p.set_defaults(func=run_generate)
 
     p = sub.add_parser("metronome", help="write a click track (the training recipe)", description=METRONOME_HELP,
@@ -293,11 +322,14 @@ def run_generate(args: argparse.Namespace) -> int:
     from stage.audio import check_rate, load_audio
     from stage.files import check_free, ensure_writable_dir
     from stage.generate.naming import take_paths
+    from stage.generate.pipeline import fits_one_window
     from stage.generate.render import render_takes
-    from stage.generate.takefiles import write_takes
+    from stage.generate.takefiles import StemStream, write_takes
     from stage.generate.takes import plan_takes
+    from stage.tokens.stream import HOLD_FRAMES
 
     t0 = time.perf_counter()
+    chunk = stream_seconds(args)  # before anything slow
     stem, model_source = resolve_stem_and_model(args.stem, args.model, args.quiet)
     check_rate(args.sample_rate, "--sample-rate")  # (used with --metronome-only; a bad value is refused always)
     if args.metronome_only:
@@ -313,26 +345,39 @@ def run_generate(args: argparse.Namespace) -> int:
         take_settings(args, stem, args.seconds, args.metronome_only)
     out = Path(args.out)
     created = ensure_writable_dir(out)
+    streamed = None
     try:
         model, stem = load_for_stem(model_source, stem, args.device, args.quiet)
         settings = take_settings(args, stem, args.seconds, args.metronome_only)
         if settings.context_mode == "beats" and not args.quiet:
             print("tracking beats ...", file=sys.stderr)
         plan = plan_takes(settings, mix, sr, model.sample_rate)
+        if chunk is not None and not fits_one_window(model, plan.seconds):
+            raise StageError(f"--stream writes takes of one window at most ({model.config.window_seconds:g} s for "
+                             f"{model_source}); this take is {plan.seconds:g} s: drop --stream or give --seconds")
         check_free([p for n in plan.names(prefix) for p in take_paths(out, n)], args.force)
         if not args.quiet:
             print(describe_context(plan), file=sys.stderr)
+        if chunk is not None:
+            streamed = StemStream([take_paths(out, n)[0] for n in plan.names(prefix)], plan.sample_rate)
+            if not args.quiet:
+                print(f"streaming to {', '.join(str(p) for p in streamed.paths)} (every {chunk:g} s of stem)", file=sys.stderr)
         bar = ProgressBar(f"{stem} x{settings.variations}", args.quiet)
         try:
-            takeset = render_takes(model, plan, bar, args.precision)
+            takeset = render_takes(model, plan, bar, args.precision, on_partial=streamed, chunk_seconds=chunk or STREAM_SECONDS)
         finally:
             bar.close()
         meta = generation_meta(model_source, model)
         if mix is not None:  # a MIX was given
             meta["input"] = {"path": str(args.mix), "sample_rate": sr, "channels": int(mix.shape[0]),
                              "seconds": round(mix.shape[1] / sr, 4)}
-        written = write_takes(takeset, out, prefix, force=args.force, extra=meta)
+        if streamed is not None:
+            meta["stream"] = {"chunk_seconds": chunk, "updates": streamed.updates, "hold_frames": HOLD_FRAMES}
+        written = write_takes(takeset, out, prefix, force=args.force, extra=meta,
+                              replace=() if streamed is None else streamed.written)
     except BaseException:
+        if streamed is not None:  # all or nothing, as without --stream: no half take is left behind
+            streamed.remove()
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise

@@ -72,12 +72,14 @@ def steps_needed(config: LMConfig, num_frames: int, context_frames: int = 0) -> 
 @dataclass
 class GeneratorOutput:
     """codes: [B, K, num_frames] stem codes (continuation prompt included); prefill / decode:
-    seconds spent; steps: decode iterations (each samples one interleaved step)."""
+    seconds spent; steps: decode iterations (each samples one interleaved step); stream_seconds:
+    time spent in the `on_frames` callback (not part of decode_seconds)."""
 
     codes: Tensor
     prefill_seconds: float
     decode_seconds: float
     steps: int
+    stream_seconds: float = 0.0
 
 
 class Generator:
@@ -152,6 +154,8 @@ class Generator:
         variations: int = 1,
         generators: Sequence[torch.Generator] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        on_frames: Callable[[int, Tensor], None] | None = None,
+        chunk_frames: int = 50,
     ) -> GeneratorOutput:
         """Generate `variations` stems of `num_frames` frames.
 
@@ -159,6 +163,12 @@ class Generator:
         context: [1 or B, K, Tc] mix/metronome codes or None. prompt: [1 or B, K, P] stem codes
         to continue (P <= num_frames; one row per variation in long-form) or None.
         generators: one per variation (variation v seeded with seed + v), or None (global RNG).
+        on_frames(first, frames [B, K, n]): streaming. Called as soon as `chunk_frames` more stem
+          frames are complete in every codebook (frame t is complete once step t + 1 + max(delays)
+          of the prefix-shifted sequence is sampled, tokens/delay.py), with the un-delayed codes of
+          frames [first, first + n); the last call flushes the rest, so the calls cover
+          [0, num_frames) in order. The callback only reads the codes: sampling is unchanged, and
+          its time is left out of `decode_seconds` (reported as `stream_seconds`).
         """
         if self.source.training or self.lm.training:
             raise StageError("the model is in training mode; call model.eval() before generating")
@@ -170,6 +180,10 @@ class Generator:
         t1 = time.perf_counter()
         codes, S, start, nb = state.codes, state.codes.shape[-1], state.start, state.num_branches
         total = S - start
+        if on_frames is not None and chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        lag = state.prefix_frames + max(self.config.delays)  # stem frame j is complete after step j + 1 + lag
+        emitted, stream_seconds = 0, 0.0
         for i, s in enumerate(range(start, S)):
             guided = combine_guidance(logits, B, params.guidance, params.text_guidance)  # [B, K, V]
             tokens = sample_next(guided, params.temperature, params.top_k, params.top_p, generators)  # [B, K]
@@ -178,6 +192,13 @@ class Generator:
             codes[:, :, s] = torch.where(slot == UNSET_ID, tokens, slot)
             if progress is not None:
                 progress(i + 1, total)
+            if on_frames is not None:
+                complete = min(num_frames, s - lag)  # stem frames [0, complete) are final now
+                if complete - emitted >= chunk_frames or (s + 1 == S and complete > emitted):
+                    tc = time.perf_counter()
+                    on_frames(emitted, self._frames(codes[:B], state.prefix_frames, emitted, complete))
+                    stream_seconds += time.perf_counter() - tc
+                    emitted = complete
             if s + 1 < S:
                 logits = self._decode(state, s)
         self._sync()
@@ -185,7 +206,15 @@ class Generator:
         c = self.config
         frames = revert_delay(codes[:B], c.delays, state.prefix_frames + num_frames, c.pad_id)
         out = frames[:, :, state.prefix_frames :]  # [B, K, num_frames]
-        return GeneratorOutput(out, t1 - t0, t2 - t1, max(0, total - 1))
+        return GeneratorOutput(out, t1 - t0, t2 - t1 - stream_seconds, max(0, total - 1), stream_seconds)
+
+    def _frames(self, codes: Tensor, prefix: int, a: int, b: int) -> Tensor:
+        """Un-delayed stem frames [a, b) from the interleaved codes [B, K, S]: steps
+        [prefix + a, prefix + b + max(delays) + 1) hold them (step 0 of that slice plays the
+        pattern's leading pad). Returns [B, K, b - a]."""
+        c = self.config
+        steps = codes[:, :, prefix + a : prefix + b + max(c.delays) + 1]  # [B, K, b - a + max(delays) + 1]
+        return revert_delay(steps, c.delays, b - a, c.pad_id).clone()
 
     # ------------------------------------------------------------------ setup
 

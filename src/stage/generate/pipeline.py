@@ -11,6 +11,14 @@ model's audio helpers (`StageModel.to_model_audio`, `finish_audio`). Generation 
 `Generator` (generator.py); a song longer than one window (10 s) is accompanied window by window
 (longform.py). `engine="reference"` runs the authors' uncached loop (reference.py).
 
+Streaming: `on_chunk` receives the stem's audio while it is generated, an `AudioChunk` every
+`chunk_seconds` of completed frames (after the delay pattern), decoded with overlap by
+`tokens.stream.StreamingDecoder`; the chunks joined are the result's audio (before resampling),
+equal to the offline decode of the same codes to float rounding (the decoder's LSTM state is
+carried from chunk to chunk; tolerance stated there). The codes are
+exactly those of a run without streaming. Only a take that fits one window streams (long-form
+windows are decoded and crossfaded as wholes; such a call is refused with a StageError).
+
 The model keeps what is worth keeping between calls in `model.generation_cache` (a plain dict,
 never in the state dict): the LM converted for a precision (`cached_lm`) and the last
 `Generator` (`cached_generator`, its KV caches allocated once), both dropped when a weight
@@ -22,8 +30,10 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from stage.audio import MAX_SECONDS, as_channels_first, check_rate
@@ -36,14 +46,35 @@ from stage.generate.reference import reference_generate
 from stage.generate.sampling import make_generators
 from stage.model.lm import StageLM
 from stage.model.stage_model import StageModel
+from stage.tokens.stream import StreamingDecoder
 
 DEFAULT_OPTIONS = GenerationOptions()
+
+
+@dataclass
+class AudioChunk:
+    """A piece of a streamed generation: audio float32 [B, 1, n] at the model rate (B variations)
+    covering frames [first, stop), i.e. samples [first * hop, stop * hop); final: the last chunk;
+    seconds: time since `generate_stems` was called."""
+
+    audio: np.ndarray
+    first: int
+    stop: int
+    final: bool
+    seconds: float
 
 
 def default_window(model: StageModel) -> WindowParams:
     """The long-form `WindowParams` for `model`: windows and contexts as long as it was trained
     on (`config.window_seconds`), consecutive windows overlapping by half."""
     return WindowParams.trained(model.config.window_seconds)
+
+
+def fits_one_window(model: StageModel, seconds: float, window: WindowParams | None = None) -> bool:
+    """Whether a stem of `seconds` is generated in one window (and so can be streamed)."""
+    window = default_window(model) if window is None else window
+    total_frames = max(1, model.codec.num_frames(int(round(seconds * model.sample_rate))))
+    return total_frames <= window.frames(model.frame_rate)[0]
 
 
 def cached_lm(model: StageModel, precision: str) -> StageLM:
@@ -79,6 +110,8 @@ def generate_stems(
     options: GenerationOptions = DEFAULT_OPTIONS,
     continuation=None,
     progress: Callable[[int, int], None] | None = None,
+    on_chunk: Callable[[AudioChunk], None] | None = None,
+    chunk_seconds: float = 1.0,
 ) -> GenerationResult:
     """Generate `options.variations` stems that fit `context`.
 
@@ -92,6 +125,8 @@ def generate_stems(
     continuation: optional [C, N] audio of the stem to continue (it is part of `seconds`; in
       long-form it must be shorter than one window).
     progress: called as progress(step, total) after every sampling step.
+    on_chunk: streaming (see the module docstring): called with each `AudioChunk`, the first one
+      after `chunk_seconds` of stem frames are complete, the last one (final=True) at the end.
     Returns a GenerationResult with stems [B, C, N] (B variations, C = the context's channel count, N the
     requested length at `options.output_rate`) and timings (seconds per phase, real-time factor).
     """
@@ -133,12 +168,23 @@ def generate_stems(
                 f"the continuation ({prompt_codes.shape[-1] / model.frame_rate:.1f} s) must be shorter than one "
                 f"window ({window.window_seconds} s) for long-form generation"
             )
+    stream = None
+    if on_chunk is not None:
+        if options.engine != "cached":
+            raise StageError("streaming needs the cached engine (engine='cached')")
+        if not fits_one_window(model, seconds, window):
+            raise StageError(f"streaming covers one window ({window.window_seconds:g} s); this take is {seconds:g} s "
+                             "and would be generated window by window (long-form is not streamed)")
+        if not isinstance(chunk_seconds, (int, float)) or not np.isfinite(chunk_seconds) or chunk_seconds <= 0:
+            raise OptionError("chunk_seconds", f"must be a number > 0, got {chunk_seconds!r}")
+        stream = _Stream(on_chunk, StreamingDecoder(model.codec),
+                         max(1, int(round(chunk_seconds * model.frame_rate))), t0)
     cond = model.text([options.prompt])  # [1, L, D], shared by every variation
     t_text = time.perf_counter()
     base = options.seed if options.seed is not None else secrets.randbelow(2**31)
     seeds = [base + v for v in range(B)]
     generators = make_generators(seeds, model.device)
-    run = _window_runner(model, options, cond, generators, window, total_frames, mix)
+    run = _window_runner(model, options, cond, generators, window, total_frames, mix, stream)
 
     first = [True]
 
@@ -149,7 +195,8 @@ def generate_stems(
         return run(ctx, prm, n, prog)
 
     out = generate_longform(
-        run_window, model.encode_model_audio, model.decode_model_audio, mix, total_frames, window,
+        run_window, model.encode_model_audio, model.decode_model_audio if stream is None else stream.finish, mix,
+        total_frames, window,
         model.frame_rate, model.codec.hop_length, progress=progress, extra_steps=max(model.config.lm.delays),
         first_prompt=0 if prompt_codes is None else prompt_codes.shape[-1],
     )
@@ -163,17 +210,57 @@ def generate_stems(
         "prefill": out.prefill_seconds,
         "decode_steps": float(out.steps),
         "step_ms": out.step_ms,
-        "decode": out.codec_decode_seconds + (t_end - t_lm_end),
+        "decode": out.codec_decode_seconds + (t_end - t_lm_end) + (0.0 if stream is None else stream.seconds),
         "windows": float(len(out.windows)),
         "total": t_end - t0,
     }
+    if stream is not None:
+        timings["first_audio"] = stream.first_audio
+        timings["stream_chunks"] = float(stream.chunks)
     timings["real_time_factor"] = timings["total"] / seconds
     timings["x_real_time"] = seconds / timings["total"]
     return GenerationResult(stems=stems, sample_rate=output_rate, codes=out.codes.cpu(), seeds=seeds, timings=timings)
 
 
+class _Stream:
+    """The streaming state of one `generate_stems` call: the Generator's `on_frames` feeds the
+    decoder, each newly final piece of audio goes to `on_chunk`; `finish` (long-form's decode of
+    the one window) flushes and returns the joined stream."""
+
+    def __init__(self, on_chunk: Callable[[AudioChunk], None], decoder: StreamingDecoder, chunk_frames: int, t0: float):
+        self.on_chunk, self.decoder, self.chunk_frames, self.t0 = on_chunk, decoder, chunk_frames, t0
+        self.seconds = 0.0  # codec time inside on_frames (the Generator leaves it out of its decode time)
+        self.first_audio = float("nan")
+        self.chunks = 0
+
+    def on_frames(self, first: int, frames) -> None:
+        t = time.perf_counter()
+        self._send(self.decoder.push(frames), final=False)
+        self.seconds += time.perf_counter() - t
+
+    def finish(self, codes) -> np.ndarray:
+        """Flush the decoder; the joined stream [B, 1, T * hop] (codes: the window's [B, K, T])."""
+        streamed = self.decoder.codes
+        if streamed is None or streamed.shape != codes.shape or not torch.equal(streamed.cpu(), codes.cpu()):
+            raise RuntimeError("the streamed codes differ from the generated ones")  # unreachable: a bug guard
+        self._send(self.decoder.flush(), final=True)
+        return self.decoder.audio()
+
+    def _send(self, audio: np.ndarray, final: bool) -> None:
+        if audio.shape[-1] == 0 and not final:
+            return
+        hop = self.decoder.hop
+        stop = self.decoder.emitted
+        first = stop - audio.shape[-1] // hop
+        now = time.perf_counter() - self.t0
+        if self.chunks == 0:
+            self.first_audio = now
+        self.chunks += 1
+        self.on_chunk(AudioChunk(audio, first, stop, final, now))
+
+
 def _window_runner(model: StageModel, options: GenerationOptions, cond, generators, window: WindowParams,
-                   total_frames: int, mix):
+                   total_frames: int, mix, stream: _Stream | None = None):
     """run(context [1, K, Tc] | None, prompt [1|B, K, P] | None, frames, progress) for one window."""
     B = int(options.variations)
     params: GenerationParams = options.params
@@ -194,6 +281,9 @@ def _window_runner(model: StageModel, options: GenerationOptions, cond, generato
     gen = cached_generator(model, options.precision, B, params.branches, steps, options.compile, options.cuda_graphs)
 
     def run(ctx, prm, n, prog):
+        if stream is not None:
+            return gen.generate(cond, n, params, context=ctx, prompt=prm, variations=B, generators=generators,
+                                progress=prog, on_frames=stream.on_frames, chunk_frames=stream.chunk_frames)
         return gen.generate(cond, n, params, context=ctx, prompt=prm, variations=B, generators=generators, progress=prog)
 
     return run

@@ -5,6 +5,11 @@ copied to every channel), start at the input's first sample and last exactly `se
 Previews are `input + stem`, scaled down (never up) so the peak stays at or below -1 dBFS, so
 nothing clips; a stem that itself peaks above -1 dBFS is scaled the same way. Every gain is
 recorded in the sidecar.
+
+Streaming (`on_partial`): while the model runs, the stems so far are handed out at the output
+format (resampled from the model rate as a whole each time, so the part already handed out is
+refined at its end by the resampler's edge), each scaled by the headroom gain of what exists so
+far; the final takes are rendered as without streaming, from the joined stream.
 """
 
 from __future__ import annotations
@@ -89,18 +94,40 @@ class TakeSet:
         return self.plan.bpm
 
 
-def render_takes(model, plan: TakePlan, progress: Progress | None = None, precision: str = "fp32") -> TakeSet:
+def partial_stems(model, audio: np.ndarray, plan: TakePlan) -> np.ndarray:
+    """The stems so far at the take's format: audio float32 [B, 1, n] at the model rate ->
+    float32 [B, C, m] at `plan.sample_rate` (m = n samples' worth, at most `plan.samples`), each
+    scaled down (never up) to the headroom ceiling."""
+    m = min(plan.samples, int(round(audio.shape[-1] * plan.sample_rate / model.sample_rate)))
+    stems = model.finish_audio(audio, m, plan.sample_rate, plan.channels)  # [B, C, m]
+    return np.stack([(s * headroom_gain(s)).astype(np.float32) for s in stems])
+
+
+def render_takes(model, plan: TakePlan, progress: Progress | None = None, precision: str = "fp32",
+                 on_partial: Callable[[np.ndarray], None] | None = None, chunk_seconds: float = 1.0) -> TakeSet:
     """Run the model for `plan` and return the stems and their preview mixes at the input's rate,
     channel count and length. progress(done, total) is called after every decoding step;
-    precision is passed to `generate_stems` ("fp32", "int8" on CPU, "bf16"/"fp16" on GPU)."""
-    from stage.generate.pipeline import generate_stems
+    precision is passed to `generate_stems` ("fp32", "int8" on CPU, "bf16"/"fp16" on GPU).
+    on_partial(stems [B, C, m]): streaming, called every `chunk_seconds` of generated stem with
+    the stems so far (`partial_stems`; see the module docstring)."""
+    from stage.generate.pipeline import AudioChunk, generate_stems
 
     t0 = time.perf_counter()
     settings, context = plan.settings, plan.context
     options = GenerationOptions.from_params(settings.params, seed=plan.base_seed, prompt=settings.prompt,
                                             seconds=plan.seconds, variations=settings.variations,
                                             output_rate=plan.sample_rate, precision=precision)
-    result = generate_stems(model, context.audio, context.sample_rate, options, progress=progress)
+    on_chunk = None
+    if on_partial is not None:
+        pieces: list[np.ndarray] = []
+
+        def on_chunk(chunk: AudioChunk) -> None:
+            pieces.append(chunk.audio)
+            if not chunk.final:  # the final takes are rendered below, as without streaming
+                on_partial(partial_stems(model, np.concatenate(pieces, axis=-1), plan))
+
+    result = generate_stems(model, context.audio, context.sample_rate, options, progress=progress, on_chunk=on_chunk,
+                            chunk_seconds=chunk_seconds)
     stems = fit_length(result.stems, plan.samples)  # [B, C', N] at the input's rate (clicks were given at 32 kHz)
     if stems.shape[1] != plan.channels:  # the model is mono: copy it to every channel of the input
         stems = np.repeat(stems[:, :1], plan.channels, axis=1)

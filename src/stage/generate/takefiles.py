@@ -7,9 +7,12 @@ A take is written as `<name>.wav` (the stem), `<name>_mix.wav` (the preview) and
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 from stage.audio import save_audio
 from stage.data.beats import TRACK_MAX_BPM, TRACK_MIN_BPM
@@ -101,20 +104,45 @@ def sidecar(takeset: TakeSet, take: Take, files: tuple[Path, Path, Path], extra:
     }
 
 
-def write_takes(takeset: TakeSet, out_dir: Path, prefix: str, force: bool = False, extra: dict | None = None) -> list[WrittenTake]:
+class StemStream:
+    """Writes the stems of takes still being generated (`render_takes(on_partial=...)`): each
+    call replaces every `<name>.wav` with the stems so far, atomically (temp file + rename, see
+    `save_audio`), so a reader always finds a complete WAV. `remove()` deletes what it wrote."""
+
+    def __init__(self, paths: list[Path], sample_rate: int):
+        self.paths, self.sample_rate = list(paths), int(sample_rate)
+        self.written: set[Path] = set()
+        self.updates = 0
+
+    def __call__(self, stems: np.ndarray) -> None:
+        """stems: float32 [B, C, m] at `sample_rate`, one per path."""
+        for path, stem in zip(self.paths, stems):
+            save_audio(path, stem, self.sample_rate, overwrite=True)
+            self.written.add(path)
+        self.updates += 1
+
+    def remove(self) -> None:
+        for path in self.written:
+            path.unlink(missing_ok=True)
+
+
+def write_takes(takeset: TakeSet, out_dir: Path, prefix: str, force: bool = False, extra: dict | None = None,
+                replace: Collection[Path] = ()) -> list[WrittenTake]:
     """Write every take (stem WAV, `_mix.wav` preview, JSON sidecar) into `out_dir`.
 
     All or nothing: if any write fails, the files this call wrote are removed again.
+    replace: files this run wrote itself (a `StemStream`'s stems), replaced even without force.
     """
     out_dir = Path(out_dir)
     names = [take_name(prefix, takeset.settings.stem, takeset.bpm, t.seed) for t in takeset.takes]
     planned = [take_paths(out_dir, n) for n in names]
-    check_free([p for group in planned for p in group], force)
+    replace = set(replace)
+    check_free([p for group in planned for p in group if p not in replace], force)
     written: list[Path] = []
     out: list[WrittenTake] = []
     try:
         for take, name, (stem_path, mix_path, json_path) in zip(takeset.takes, names, planned):
-            written.append(save_audio(stem_path, take.stem, takeset.sample_rate, overwrite=force))
+            written.append(save_audio(stem_path, take.stem, takeset.sample_rate, overwrite=force or stem_path in replace))
             written.append(save_audio(mix_path, take.mix, takeset.sample_rate, overwrite=force))
             written.append(write_json(json_path, sidecar(takeset, take, (stem_path, mix_path, json_path), extra), overwrite=force))
             out.append(WrittenTake(name, take.seed, stem_path, mix_path, json_path))
