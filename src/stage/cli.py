@@ -14,6 +14,7 @@ import os
 import sys
 
 from stage.errors import StageError
+from stage.threads import use_passive_wait
 
 COMMAND_MODULES = [
     "stage.generate.commands",  # generate, metronome, session
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     # Library chatter (config warnings, download bars) is not for end users of the CLI.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Idle OpenMP threads sleep instead of spinning (steady beside a busy process); read once
+    # when torch loads, which no command has done yet (stage.threads).
+    use_passive_wait()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -17,6 +17,7 @@ from typing import Any
 from stage.data.beats import TRACK_MAX_BPM, TRACK_MIN_BPM
 from stage.errors import ConfigError, OptionError, StageError
 from stage.model.registry import KNOWN_MODELS, STEMS
+from stage.threads import check_threads, generation_threads
 
 CONTEXT_HELP = """what the model hears (its context; the released models take a mix OR a click, never both, §4):
   (no --bpm)          the mix itself (mono, 32 kHz, cropped to the output window)
@@ -156,6 +157,10 @@ def add_take_options(p: argparse.ArgumentParser, session: bool = False) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
                    help=f"LM precision: fp32 (exact), int8 (faster on CPU), bf16/fp16 (GPU); default {d.precision}")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for generation (default: 1 for small models such as tiny and stage-mini-*, "
+                   "else one per physical core; $OMP_NUM_THREADS when set). Idle threads sleep rather than spin "
+                   "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy neighbour slows generation less")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -343,6 +348,7 @@ def run_generate(args: argparse.Namespace) -> int:
         prefix = Path(args.mix).stem
     if stem is not None:  # validate every option before the (slow) model load
         take_settings(args, stem, args.seconds, args.metronome_only)
+    check_threads(args.threads)
     out = Path(args.out)
     created = ensure_writable_dir(out)
     streamed = None
@@ -364,7 +370,9 @@ def run_generate(args: argparse.Namespace) -> int:
                 print(f"streaming to {', '.join(str(p) for p in streamed.paths)} (every {chunk:g} s of stem)", file=sys.stderr)
         bar = ProgressBar(f"{stem} x{settings.variations}", args.quiet)
         try:
-            takeset = render_takes(model, plan, bar, args.precision, on_partial=streamed, chunk_seconds=chunk or STREAM_SECONDS)
+            with generation_threads(args.threads, model.lm.num_parameters()):
+                takeset = render_takes(model, plan, bar, args.precision, on_partial=streamed,
+                                       chunk_seconds=chunk or STREAM_SECONDS)
         finally:
             bar.close()
         meta = generation_meta(model_source, model)
@@ -449,14 +457,16 @@ def run_session_generate(args: argparse.Namespace) -> int:
     if stem is not None:
         take_settings(args, stem)
     resolve_device(args.device)  # a bad --device is refused before the session folder is touched
+    check_threads(args.threads)
     with session.lock():
         session = Session.open(args.dir)  # re-read under the lock
         model, stem = load_for_stem(model_source, stem, args.device, args.quiet)
         settings = take_settings(args, stem)
         bar = ProgressBar(f"{stem} x{settings.variations}", args.quiet)
         try:
-            result = session.add_takes(model, settings, bar, extra=generation_meta(model_source, model),
-                                       precision=args.precision)
+            with generation_threads(args.threads, model.lm.num_parameters()):
+                result = session.add_takes(model, settings, bar, extra=generation_meta(model_source, model),
+                                           precision=args.precision)
         finally:
             bar.close()
     elapsed = time.perf_counter() - t0
