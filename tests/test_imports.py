@@ -13,7 +13,7 @@ ROOT = SRC / "stage"
 # modules (errors, files, formats, configs, audio, devices, text) sit below everything that uses them.
 LAYERS = [
     {"stage.errors", "stage.files", "stage.formats", "stage.configs"},
-    {"stage.audio", "stage.devices"},
+    {"stage.audio", "stage.devices", "stage.threads"},
     {"stage.text", "stage.tokens"},
     {"stage.model"},
     {"stage.data", "stage.eval", "stage.generate"},

@@ -4,9 +4,11 @@ Two choices keep a CPU generation steady when another process is busy on the mac
 (benchmarks/busy.py measures it, idle against busy):
 
 - **Wait policy.** OpenMP's default lets a thread that finished its share of an operation spin
-  for a while before it sleeps. Next to a busy process the spinning threads compete with it for
-  the cores, and every operation waits for its slowest thread: a tiny-model step went from 1.4 ms
-  to 54 ms beside one busy loop. `use_passive_wait()` sets `OMP_WAIT_POLICY=PASSIVE` (sleep at
+  for a while before it sleeps (libgomp: 300,000 spins). Next to a busy process the spinning
+  threads compete with it for the cores, and every operation waits for its slowest thread (issue
+  11 reports a tiny-model step going from 1.4 ms to 54 ms beside one busy loop; on the 2-core build
+  machine beside a training job, 179 ms per step with two spinning threads against 4 ms with one,
+  benchmarks/README.md). `use_passive_wait()` sets `OMP_WAIT_POLICY=PASSIVE` (sleep at
   once) unless the user set it. The OpenMP runtime reads it once, when torch is imported, so the
   `stage` command calls it before anything imports torch; later calls change nothing.
 - **Thread count.** `default_threads`: 1 for models under `SMALL_MODEL_PARAMETERS` (tiny, the
