@@ -19,7 +19,7 @@ Configurations, POLICY:THREADS:
             active    OMP_WAIT_POLICY=ACTIVE (spin until work arrives)
             (ignored for the cli shape: the command sets PASSIVE itself unless the variable is set)
     THREADS auto      stage's rule (stage.threads.default_threads: 1 below 50 M parameters, else
-                      one per physical core); torch: torch's own default; N: that many
+                      one per physical core but one); torch: torch's own default; N: that many
 
     python benchmarks/busy.py                                   # tiny, small, cli; stage's choice vs the old defaults
     python benchmarks/busy.py --shapes tiny,mini --seconds 1    # a quick run
