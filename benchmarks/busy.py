@@ -19,7 +19,7 @@ Configurations, POLICY:THREADS:
             active    OMP_WAIT_POLICY=ACTIVE (spin until work arrives)
             (ignored for the cli shape: the command sets PASSIVE itself unless the variable is set)
     THREADS auto      stage's rule (stage.threads.default_threads: 1 below 50 M parameters, else
-                      one per physical core); torch: torch's own default; N: that many
+                      one per physical core but one); torch: torch's own default; N: that many
 
     python benchmarks/busy.py                                   # tiny, small, cli; stage's choice vs the old defaults
     python benchmarks/busy.py --shapes tiny,mini --seconds 1    # a quick run
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -183,6 +184,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args.policy, args.threads, args.seconds, args.context_seconds, args.repeats)))
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # (`timeout`): still stop the busy loop in `measure`
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} before the run (other jobs distort the ratios)")
     print(f"{'shape':>6} {'config':>14} {'threads':>7}  {'idle step':>9} {'busy step':>9} {'ratio':>6}  "
           f"{'idle s':>7} {'busy s':>7} {'ratio':>6}", flush=True)

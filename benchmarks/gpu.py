@@ -274,7 +274,7 @@ def verdicts(rows: list[dict], copy_gbs: float, peak_gbs: float) -> list[str]:
             share = fast["weight_gbs"] / bw
             ok = "MET" if share >= TARGET_ROOFLINE_SHARE else "NOT MET"
             lines.append(f"decode step ({fast['mode']}, V=1): {fast['weight_gbs']:.3g} GB/s of weights = {share:.0%} of the "
-                         f"{name} bandwidth {bw:.3g} GB/s, against >= {TARGET_ROOFLINE_SHARE:.0%}: {ok}")
+                         f"{name} bandwidth {bw:.4g} GB/s, against >= {TARGET_ROOFLINE_SHARE:.0%}: {ok}")
     for mode in ("graphs", "eager", "static", "compile"):
         one = next((r for r in done if r["mode"] == mode and r["variations"] == 1), None)
         many = next((r for r in done if r["mode"] == mode and r["variations"] > 1), None)

@@ -14,8 +14,11 @@ Two choices keep a CPU generation steady when another process is busy on the mac
 - **Thread count.** `default_threads`: 1 for models under `SMALL_MODEL_PARAMETERS` (tiny, the
   STAGE-mini models): their steps are many small operations, for which a second thread costs
   more in hand-offs than it saves, and a single thread never waits on a preempted partner.
-  Larger models (musicgen-small and up) get one thread per physical core: their decode step
-  streams the weights, which is what more cores speed up. `OMP_NUM_THREADS`, when set, is kept
+  Larger models (musicgen-small and up) get one thread per physical core but one: their decode
+  step streams the weights, which more cores speed up, and the core left free keeps a busy
+  neighbour off the cores the threads wait on. On the 2-core build machine (musicgen-small
+  shapes, 2 s + 2 s, CFG 3) one thread took 19.4 s idle and 1.75x that beside a busy loop; two
+  took 20.2 s idle (the step is memory-bound) and 2.18x beside it (benchmarks/README.md, busy.py). `OMP_NUM_THREADS`, when set, is kept
   as the default; `--threads N` overrides both.
 """
 
@@ -71,7 +74,7 @@ def physical_cores() -> int:
 
 def default_threads(num_parameters: int) -> int:
     """The thread count for generating with a model of `num_parameters` (see the module docstring)."""
-    return 1 if num_parameters < SMALL_MODEL_PARAMETERS else physical_cores()
+    return 1 if num_parameters < SMALL_MODEL_PARAMETERS else max(1, physical_cores() - 1)
 
 
 @contextmanager

@@ -159,7 +159,7 @@ def add_take_options(p: argparse.ArgumentParser, session: bool = False) -> None:
                    help=f"LM precision: fp32 (exact), int8 (faster on CPU), bf16/fp16 (GPU); default {d.precision}")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for generation (default: 1 for small models such as tiny and stage-mini-*, "
-                   "else one per physical core; $OMP_NUM_THREADS when set). Idle threads sleep rather than spin "
+                   "else one per physical core but one; $OMP_NUM_THREADS when set). Idle threads sleep rather than spin "
                    "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy neighbour slows generation less")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
