@@ -46,7 +46,27 @@ SEAM_TOLERANCE = 1e-4  # max |stream - offline| / rms(offline) promised (measure
 HOLD_FRAMES = PRE_FRAMES + POST_RIGHT  # frames held back at the end of each chunk
 
 
-class StreamingDecoder:
+class _Chunked:
+    """What both streaming decoders keep: the codes received, the chunks returned, the cost."""
+
+    def __init__(self) -> None:
+        self.codes: Tensor | None = None  # [B, K, n] received so far (kept: the caller may compare)
+        self.emitted = 0  # frames whose audio has been returned
+        self.chunks: list[np.ndarray] = []
+        self.decoded_frames = 0  # frames decoded (StreamingDecoder: after its LSTM), overlap included: the cost
+
+    @property
+    def received(self) -> int:
+        return 0 if self.codes is None else self.codes.shape[-1]
+
+    def audio(self) -> np.ndarray:
+        """Every chunk returned so far, joined: float32 [B, 1, emitted * hop]."""
+        if not self.chunks:
+            raise ValueError("nothing decoded yet")
+        return np.concatenate(self.chunks, axis=-1)
+
+
+class StreamingDecoder(_Chunked):
     """Decode codes that arrive in order, `push` by `push`, into audio chunks, for a `Codec`
     (tokens/codec.py) whose EnCodec decoder is conv -> LSTM -> convolutions (see the module
     docstring).
@@ -57,6 +77,7 @@ class StreamingDecoder:
     """
 
     def __init__(self, codec: Any):
+        super().__init__()
         model = codec.model
         layers = list(model.decoder.layers)
         if type(layers[1]).__name__ != "EncodecLSTM" or layers[0].conv.kernel_size[0] != 2 * PRE_FRAMES + 1:
@@ -65,17 +86,9 @@ class StreamingDecoder:
         self.hop = codec.hop_length
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
-        self.codes: Tensor | None = None  # [B, K, n] received so far (kept: the caller may compare)
         self.embeddings: Tensor | None = None  # [B, D, n]
         self.hidden: Tensor | None = None  # [B, D', l] LSTM outputs (+ skip) so far
         self.state: tuple[Tensor, Tensor] | None = None  # the LSTM's (h, c) after frame l - 1
-        self.emitted = 0
-        self.chunks: list[np.ndarray] = []
-        self.decoded_frames = 0  # frames through the post-LSTM layers, overlap included (the cost)
-
-    @property
-    def received(self) -> int:
-        return 0 if self.codes is None else self.codes.shape[-1]
 
     @torch.no_grad()
     def push(self, codes: Tensor) -> np.ndarray:
@@ -90,12 +103,6 @@ class StreamingDecoder:
     def flush(self) -> np.ndarray:
         """The audio of every frame not yet returned (decoded against the true end)."""
         return self._emit(final=True)
-
-    def audio(self) -> np.ndarray:
-        """Every chunk returned so far, joined: float32 [B, 1, emitted * hop]."""
-        if not self.chunks:
-            raise ValueError("nothing decoded yet")
-        return np.concatenate(self.chunks, axis=-1)
 
     def _emit(self, final: bool) -> np.ndarray:
         assert self.embeddings is not None
@@ -125,7 +132,7 @@ class StreamingDecoder:
         return self.chunks[-1]
 
 
-class WindowedDecoder:
+class WindowedDecoder(_Chunked):
     """The generic streaming decode: each chunk decodes a window of codes with `left` frames of
     already-emitted context and emits only the new samples, holding back the last `right` frames.
     Exact only where the decoder forgets its start within `left` frames (the LSTM may not, see
@@ -135,15 +142,8 @@ class WindowedDecoder:
     def __init__(self, decode: Callable[[Tensor], object], hop: int, left: int = 64, right: int = 4):
         if left < 0 or right < 0 or hop < 1:
             raise ValueError(f"bad WindowedDecoder sizes: hop={hop}, left={left}, right={right}")
+        super().__init__()
         self.decode, self.hop, self.left, self.right = decode, int(hop), int(left), int(right)
-        self.codes: Tensor | None = None  # [B, K, n] received so far
-        self.emitted = 0  # frames whose audio has been returned
-        self.chunks: list[np.ndarray] = []
-        self.decoded_frames = 0  # frames run through the decoder, overlap included (the cost)
-
-    @property
-    def received(self) -> int:
-        return 0 if self.codes is None else self.codes.shape[-1]
 
     def push(self, codes: Tensor) -> np.ndarray:
         codes = codes.detach()
@@ -152,11 +152,6 @@ class WindowedDecoder:
 
     def flush(self) -> np.ndarray:
         return self._emit(self.received)
-
-    def audio(self) -> np.ndarray:
-        if not self.chunks:
-            raise ValueError("nothing decoded yet")
-        return np.concatenate(self.chunks, axis=-1)
 
     def _emit(self, upto: int) -> np.ndarray:
         assert self.codes is not None
