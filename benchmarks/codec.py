@@ -81,9 +81,9 @@ def pitch_agreement(y: np.ndarray, x: np.ndarray) -> tuple[int, int]:
 
 
 def evaluate(codec, songs: list[Path], seconds: float) -> dict:
-    from stage.train.codec import mel_distance, perplexity
-
     import soundfile as sf
+
+    from stage.train.codec import mel_distance, perplexity
 
     K, size = codec.config.num_codebooks, codec.config.codebook_size
     usage = [torch.zeros(size) for _ in range(K)]

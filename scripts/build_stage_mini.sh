@@ -7,12 +7,12 @@
 #   bash scripts/build_stage_mini.sh            # everything (about 2 h on 2 CPU cores)
 #   STEPS="codec" bash scripts/build_stage_mini.sh
 #
-# Steps: corpus codec ship-codec tokens drums bass ship-lm. Corpus sizes:
+# Steps: corpus codec ship-codec decoder tokens drums bass ship-lm. Corpus sizes:
 #   data/band-train    160 songs x 30 s, seed 0 (codec and LM training)
 #   data/band-heldout   24 songs x 30 s, seed 1 (benchmarks only: never trained on)
 #   data/band-long       4 songs x 60 s, seed 2 (the whole-song benchmark row)
 set -euo pipefail
-STEPS=${STEPS:-"corpus codec ship-codec tokens drums bass ship-lm"}
+STEPS=${STEPS:-"corpus codec ship-codec decoder tokens drums bass ship-lm"}
 FORCE_FLAG=$([ "${FORCE:-0}" = 1 ] && echo --force || true)
 export OMP_WAIT_POLICY=PASSIVE  # spinning OpenMP threads starve a second process on 2 cores
 has() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -35,6 +35,19 @@ import torch
 from transformers import EncodecModel
 from stage.train.codec import save_codec
 model = EncodecModel.from_pretrained("runs/mini-codec/model")
+save_codec(model, "src/stage/assets/stage-mini-codec", dtype=torch.float16)
+EOF
+fi
+
+# Phase 3: the shipped codec's decoder alone, fine-tuned for the bass (configs/mini-codec-decoder.yaml).
+# The encoder and codebooks are frozen, so the codes (and the tokens below) are those of phase 2.
+if has decoder; then
+    stage train-codec --config configs/mini-codec-decoder.yaml --out runs/mini-codec-decoder $FORCE_FLAG
+    python - <<'EOF'
+import torch
+from transformers import EncodecModel
+from stage.train.codec import save_codec
+model = EncodecModel.from_pretrained("runs/mini-codec-decoder/model")
 save_codec(model, "src/stage/assets/stage-mini-codec", dtype=torch.float16)
 EOF
 fi

@@ -37,11 +37,12 @@ def write_songs(root, seconds=2.0):
 
 
 def small_config(tmp_path, **kw):
-    return CodecTrainConfig(
+    options = dict(
         data=(str(tmp_path / "songs"),), out=str(tmp_path / "run"), max_steps=30, batch_size=4,
         segment_seconds=0.2, num_filters=4, hidden_size=16, num_lstm_layers=1, lr=3e-3, threads=1,
-        log_every=5, checkpoint_every=5, kmeans_batches=4, ema_decay=0.9, **kw,
+        log_every=5, checkpoint_every=5, kmeans_batches=4, ema_decay=0.9,
     )
+    return CodecTrainConfig(**{**options, **kw})
 
 
 def test_trainer_learns_and_the_codec_loader_reads_it(tmp_path):
@@ -170,3 +171,69 @@ def test_low_band_options_are_validated(options, message):
 
     with pytest.raises(ConfigError, match=message):
         CodecTrainConfig(data=("x",), **options)
+
+
+def test_low_stft_makes_noise_between_harmonics_cost():
+    """Low-level noise between a bass note's harmonics costs, relative to dropping the note, several
+    times more under the linear-frequency log-STFT scales than under the low-band mel scales."""
+    from stage.train.codec import LowStft, MultiScaleMel
+
+    t = torch.arange(SR) / SR
+    note = sum(0.3 / k * torch.sin(2 * torch.pi * 55.0 * k * t) for k in range(1, 9))[None, None]
+    noisy = note + 0.01 * torch.randn(note.shape, generator=torch.Generator().manual_seed(0))
+    silence = torch.zeros_like(note)
+    mel = MultiScaleMel(SR, (2048,), low_windows=(2048, 4096))
+    stft = LowStft(SR, (4096, 8192), fmax=1000.0)
+    assert stft.bins == {4096: 129, 8192: 257}
+    share_mel = float(mel(noisy, note)) / float(mel(silence, note))
+    share_stft = float(stft(noisy, note)) / float(stft(silence, note))
+    assert share_stft > 2 * share_mel, (share_stft, share_mel)
+    assert float(stft(note, note)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_decoder_only_fine_tuning_keeps_every_code(tmp_path):
+    """Phase 3 (configs/mini-codec-decoder.yaml) on a small codec: the decoder learns, while the
+    encoder, the codebooks and so the codes of every input stay exactly those of the init codec."""
+    write_songs(tmp_path / "songs")
+    first = train_codec(small_config(tmp_path, max_steps=10), progress_bar=False).model_dir
+    tuned_config = small_config(tmp_path, max_steps=10, init_from=str(first), decoder_only=True,
+                                stft_windows=(1024,), stft_fmax=1000.0, out=str(tmp_path / "tuned"))
+    result = train_codec(tuned_config, progress_bar=False)
+
+    rows = list(csv.DictReader(open(tmp_path / "tuned" / "logs" / "version_0" / "metrics.csv")))
+    stft = [float(r["train/stft"]) for r in rows if r.get("train/stft")]
+    assert len(stft) == 2 and all(np.isfinite(stft))
+    a, b = (build_codec(CodecConfig(source=str(d), codebook_size=1024)) for d in (first, result.model_dir))
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    frozen = [k for k in sa if not k.startswith("decoder.")]
+    assert frozen and all(torch.equal(sa[k], sb[k]) for k in frozen)
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("decoder."))
+    x, _ = sf.read(tmp_path / "songs" / "song-1" / "mix.wav", dtype="float32")
+    x = torch.from_numpy(x)[None, None]
+    assert torch.equal(a.encode(x), b.encode(x))
+    assert not torch.equal(a.decode(a.encode(x)), b.decode(b.encode(x)))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"decoder_only": True}, "decoder_only needs init_from"),
+    ({"stft_windows": [8]}, "every stft_windows entry must be >= 16"),
+    ({"stft_windows": [4096], "stft_fmax": 0.0}, "stft_fmax must be in"),
+])
+def test_phase3_options_are_validated(options, message):
+    from stage.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        CodecTrainConfig(data=("x",), **options)
+
+
+def test_init_from_must_match_the_architecture(tmp_path):
+    from stage.errors import ConfigError
+    from stage.train.codec import load_init_codec
+
+    write_songs(tmp_path / "songs")
+    first = train_codec(small_config(tmp_path, max_steps=2), progress_bar=False).model_dir
+    with pytest.raises(ConfigError, match="num_filters is 4, the config says 8"):
+        load_init_codec(CodecTrainConfig(data=("x",), init_from=str(first), num_filters=8, hidden_size=16,
+                                         num_lstm_layers=1))
+    with pytest.raises(ConfigError, match="not a codec folder"):
+        load_init_codec(CodecTrainConfig(data=("x",), init_from=str(tmp_path / "nowhere")))

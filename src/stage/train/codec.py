@@ -90,6 +90,17 @@ class CodecTrainConfig:
     low_mel_windows: tuple[int, ...] = ()
     low_mel_fmax: float = 500.0
     low_mel_bins: int = 24
+    # Linear-frequency STFT scales over 0..stft_fmax (L1 on log magnitude): fine enough (3.9 Hz bins
+    # at 8192) to see the gaps between a bass note's harmonics, which no mel scale resolves.
+    stft_windows: tuple[int, ...] = ()
+    stft_fmax: float = 1000.0
+    stft_weight: float = 1.0
+    # Start from a trained codec (a save_pretrained folder or a bundled name such as
+    # "stage-mini-codec") instead of k-means on random init.
+    init_from: str = ""
+    # Train the decoder only: the encoder and the codebooks stay frozen, so every input keeps
+    # exactly the codes it had and language models trained on those codes stay valid.
+    decoder_only: bool = False
     ema_decay: float = 0.99
     kmeans_iters: int = 10
     kmeans_batches: int = 8
@@ -104,6 +115,7 @@ class CodecTrainConfig:
         object.__setattr__(self, "data", tuple(str(d) for d in self.data))
         object.__setattr__(self, "mel_windows", tuple(int(w) for w in self.mel_windows))
         object.__setattr__(self, "low_mel_windows", tuple(int(w) for w in self.low_mel_windows))
+        object.__setattr__(self, "stft_windows", tuple(int(w) for w in self.stft_windows))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         self.validate()
 
@@ -139,6 +151,12 @@ class CodecTrainConfig:
             raise ConfigError(f"low_mel_fmax must be in (0, {self.sample_rate // 2}] Hz, got {self.low_mel_fmax}")
         if self.low_mel_windows and (not isinstance(self.low_mel_bins, int) or self.low_mel_bins < 1):
             raise ConfigError(f"low_mel_bins must be a positive integer, got {self.low_mel_bins!r}")
+        if any(w < 16 for w in self.stft_windows):
+            raise ConfigError("every stft_windows entry must be >= 16 samples")
+        if self.stft_windows and not (0 < self.stft_fmax <= self.sample_rate / 2):
+            raise ConfigError(f"stft_fmax must be in (0, {self.sample_rate // 2}] Hz, got {self.stft_fmax}")
+        if self.decoder_only and not self.init_from:
+            raise ConfigError("decoder_only needs init_from: a trained codec whose encoder and codebooks to keep")
         if self.precision not in ("32-true", "bf16-mixed"):
             raise ConfigError(f"precision must be 32-true or bf16-mixed, got {self.precision!r}")
 
@@ -273,6 +291,35 @@ class MultiScaleMel(torch.nn.Module):
             total = total + F.l1_loss(torch.log10(my.clamp_min(1e-5)), torch.log10(mx.clamp_min(1e-5)))
         assert isinstance(total, Tensor)  # there is at least one scale
         return total / len(self.scales)
+
+
+class LowStft(torch.nn.Module):
+    """L1 between log10 STFT magnitudes over 0..fmax, at each of `windows` (Hann, hop w / 4).
+
+    Our addition for the low end. A bass note's harmonics sit 40-100 Hz apart; every mel scale
+    (even the 4096-sample low-band ones, ~20 Hz filters) averages across them, so a decoder that
+    fills the gaps with noise loses nothing there and pyin then finds no steady pitch. On a linear
+    axis with 3.9-7.8 Hz bins the gaps are bins of their own, and the log makes noise in them cost
+    as much as a missing harmonic (the log-magnitude STFT term of Yamamoto et al., 2020,
+    Parallel WaveGAN §2.3, restricted to the low band).
+    """
+
+    def __init__(self, sample_rate: int, windows: tuple[int, ...], fmax: float):
+        super().__init__()
+        self.windows = tuple(windows)
+        self.bins = {w: int(fmax * w / sample_rate) + 1 for w in windows}
+        for w in windows:
+            self.register_buffer(f"win{w}", torch.hann_window(w), persistent=False)
+
+    def forward(self, y: Tensor, x: Tensor) -> Tensor:
+        """y (reconstruction), x (target): [B, 1, N] -> scalar."""
+        total = y.new_zeros(())
+        for w in self.windows:
+            window = getattr(self, f"win{w}")
+            sy, sx = (torch.stft(a[:, 0].float(), n_fft=w, hop_length=w // 4, window=window,
+                                 return_complex=True).abs()[:, : self.bins[w]] for a in (y, x))
+            total = total + F.l1_loss(torch.log10(sy.clamp_min(1e-5)), torch.log10(sx.clamp_min(1e-5)))
+        return total / max(len(self.windows), 1)
 
 
 @functools.lru_cache(maxsize=4)
@@ -437,19 +484,27 @@ class CodecModule(L.LightningModule):
 
         self.config = config
         torch.manual_seed(config.seed)
-        self.model = EncodecModel(config.encodec_config())
-        init_seanet(self.model, torch.Generator().manual_seed(config.seed))
+        if config.init_from:
+            self.model = load_init_codec(config)
+        else:
+            self.model = EncodecModel(config.encodec_config())
+            init_seanet(self.model, torch.Generator().manual_seed(config.seed))
+        if config.decoder_only:
+            self.model.encoder.requires_grad_(False)
         self.mel = MultiScaleMel(config.sample_rate, config.mel_windows, config.low_mel_windows,
                                  config.low_mel_fmax, config.low_mel_bins)
+        self.stft = LowStft(config.sample_rate, config.stft_windows, config.stft_fmax)
         self.rvq = EmaRVQ(self.model.quantizer, config.num_codebooks, config.ema_decay, config.dead_fraction,
                           config.seed + 1)
         self.init_batch = init_batch
-        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("initialised", torch.tensor(bool(config.init_from)))
         self.usage = [torch.zeros(config.codebook_size) for _ in range(config.num_codebooks)]
 
     def configure_optimizers(self):
-        # The codebooks are buffers: only the encoder and decoder are optimised.
-        params = list(self.model.encoder.parameters()) + list(self.model.decoder.parameters())
+        # The codebooks are buffers: only the encoder and decoder are optimised (the decoder alone
+        # with decoder_only).
+        params = [] if self.config.decoder_only else list(self.model.encoder.parameters())
+        params += list(self.model.decoder.parameters())
         return torch.optim.Adam(params, lr=self.config.lr, betas=self.config.betas)
 
     def on_train_start(self) -> None:
@@ -463,7 +518,12 @@ class CodecModule(L.LightningModule):
 
     def reconstruct(self, x: Tensor, training: bool = False):
         """x [B, 1, N] -> (y [B, 1, N], codes [K, B, T], commitment loss, counts)."""
-        z = self.model.encoder(x)
+        if self.config.decoder_only:
+            with torch.no_grad():  # frozen: the codes of x are those of the init codec
+                z = self.model.encoder(x)
+            training = False  # no EMA updates, no dead-code restarts
+        else:
+            z = self.model.encoder(x)
         q, codes, commit, counts = self.rvq.quantize(z, training)
         y = self.model.decoder(q)[..., : x.shape[-1]]
         return y, codes, commit, counts
@@ -474,15 +534,39 @@ class CodecModule(L.LightningModule):
         l1 = F.l1_loss(y.float(), batch)
         mel = self.mel(y.float(), batch)
         loss = c.l1_weight * l1 + c.mel_weight * mel + c.commit_weight * commit.float()
+        logs = {"train/loss": loss, "train/l1": l1, "train/mel": mel, "vq/commit": commit}
+        if c.stft_windows:
+            stft = self.stft(y.float(), batch)
+            loss = loss + c.stft_weight * stft
+            logs["train/loss"], logs["train/stft"] = loss, stft
         for k, count in enumerate(counts):
             self.usage[k] += count.cpu()
-        logs = {"train/loss": loss, "train/l1": l1, "train/mel": mel, "vq/commit": commit}
         if (self.global_step + 1) % c.log_every == 0:
             for k, usage in enumerate(self.usage):
                 logs[f"vq/perplexity_q{k}"] = perplexity(usage)
                 usage.zero_()
         self.log_dict(logs, prog_bar=False, on_step=True, batch_size=batch.shape[0])
         return loss
+
+
+def load_init_codec(config: CodecTrainConfig) -> EncodecModel:
+    """The trained EnCodec named by `config.init_from` (a save_pretrained folder or a bundled
+    name), in fp32. Its architecture must be the one `config` describes."""
+    from transformers import EncodecModel
+
+    from stage.model.sources import bundled_dir
+
+    source = config.init_from
+    path = Path(source) if Path(source).is_dir() else bundled_dir(source)
+    if path is None or not (path / "config.json").is_file():
+        raise ConfigError(f"init_from {source!r}: not a codec folder (save_pretrained) or a bundled codec name")
+    model = EncodecModel.from_pretrained(str(path)).float()
+    want = config.encodec_config()
+    for name in ("num_filters", "hidden_size", "codebook_size", "num_lstm_layers", "upsampling_ratios"):
+        if getattr(model.config, name) != getattr(want, name):
+            raise ConfigError(f"init_from {source!r}: {name} is {getattr(model.config, name)}, "
+                              f"the config says {getattr(want, name)}")
+    return model
 
 
 class _CodecCheckpoint(L.Callback):
@@ -569,7 +653,9 @@ def train_codec(config: CodecTrainConfig, resume: bool = False, force: bool = Fa
 
     # k-means sees crops of its own seed, not the first training batches.
     init_data = AudioCrops(files, n, config.sample_rate, config.seed + 7919, config.silence_db)
-    init_batch = None if resume else torch.stack([init_data.crop(i) for i in range(config.batch_size * config.kmeans_batches)])
+    init_batch = None  # resumed, or started from a trained codec: no k-means
+    if not (resume or config.init_from):
+        init_batch = torch.stack([init_data.crop(i) for i in range(config.batch_size * config.kmeans_batches)])
     module = CodecModule(config, init_batch=init_batch)
     loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, num_workers=0)
 

@@ -104,7 +104,12 @@ examples:
   stage synth --songs 200 --seconds 30 --seed 1 --out data/band
   stage train-codec --data data/band --out runs/codec --max-steps 3000
   stage train-codec --resume runs/codec --max-steps 4000       # carry an interrupted run on
-  stage train-codec --data data/band --out runs/codec --config configs/mini-codec.yaml"""
+  stage train-codec --data data/band --out runs/codec --config configs/mini-codec.yaml
+  stage train-codec --config configs/mini-codec-decoder.yaml --out runs/decoder   # the decoder alone
+
+A config with init_from (a codec folder or a bundled name) starts from that codec instead of k-means;
+decoder_only: true then trains only its decoder, so every input keeps its codes and language models
+trained on them stay valid."""
 
 
 def run_train(args: argparse.Namespace) -> int:
