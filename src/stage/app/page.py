@@ -13,8 +13,11 @@ its folder on every request, so the page holds nothing but the names it shows.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
+import queue
+import threading
 from typing import TYPE_CHECKING, Any
 
 from stage.app.form import BPM_MODES, MAX_TAKES, form_defaults
@@ -51,6 +54,18 @@ def build_page(studio: Studio):
                 raise gr.Error(str(err)) from None
         return run
 
+    def guard_stream(fn):
+        """`guard` for a generator handler (the errors come while it is iterated)."""
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Cancelled as err:
+                raise gr.Error(str(err), title="Cancelled") from None
+            except StageError as err:
+                raise gr.Error(str(err)) from None
+        return run
+
     # delete_cache: Gradio copies every returned file into its cache; drop copies older than a day.
     with gr.Blocks(title="stage studio", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(f"## stage studio\nBuild a song stem by stem: upload a mix, generate takes of a stem that fits it, "
@@ -77,6 +92,13 @@ def build_page(studio: Studio):
                                          elem_id=f"lane-{i}-wave")
                         audio = gr.Audio(type="filepath", interactive=False, show_label=False, elem_id=f"lane-{i}-audio")
                     lanes.append((col, title, image, audio))
+                # Mute / solo: the selected lanes are mixed on the server into one player (stage.app.mixer).
+                with gr.Group(visible=False, elem_id="mixer") as mixer:
+                    with gr.Row():
+                        mute = gr.CheckboxGroup([], label="mute", elem_id="mute")
+                        solo = gr.CheckboxGroup([], label="solo", elem_id="solo")
+                    lanes_mix = gr.Audio(type="filepath", interactive=False, label="the lanes you hear (mute / solo)",
+                                         elem_id="lanes-mix")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 stem = gr.Dropdown(list(STEMS), value=STEMS[0], label="stem", elem_id="stem")
@@ -113,6 +135,8 @@ def build_page(studio: Studio):
                 with gr.Row():
                     take_alone = gr.Audio(label="take alone", type="filepath", interactive=False, elem_id="take-alone")
                     take_mix = gr.Audio(label="take over the mix", type="filepath", interactive=False, elem_id="take-mix")
+                take_stream = gr.Audio(label="the take as it is generated (the first take over the mix)", type="filepath",
+                                       interactive=False, elem_id="take-stream")
                 gain = gr.Slider(-24.0, 12.0, value=0.0, step=0.5, label="gain when accepted (dB)", elem_id="gain")
                 with gr.Row():
                     accept = gr.Button("Accept into the mix", variant="primary", elem_id="accept")
@@ -124,8 +148,8 @@ def build_page(studio: Studio):
                         "files in `./checkpoints/`, `~/.cache/stage/models/` or a folder named by `$STAGE_MODELS`, "
                         "then start `stage studio --model NAME` (or a path).")
 
-        view_outputs = [status, version, *[x for lane in lanes for x in lane], table, take, take_title, take_image,
-                        take_alone, take_mix]
+        view_outputs = [status, version, *[x for lane in lanes for x in lane], mixer, mute, solo, lanes_mix, table, take,
+                        take_title, take_image, take_alone, take_mix]
         # the generate form: `take_settings` keyword -> its component (the handlers get the values in this order)
         fields = dict(prompt=prompt, bpm_mode=bpm_mode, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset, takes=takes,
                       cfg=cfg, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
@@ -134,6 +158,8 @@ def build_page(studio: Studio):
         def show(view: SessionView | None) -> list:
             if view is None:
                 return (["", gr.Dropdown(choices=[], value=None)] + [gr.Column(visible=False), "", None, None] * MAX_LANES
+                        + [gr.Group(visible=False), gr.CheckboxGroup(choices=[], value=[]),
+                           gr.CheckboxGroup(choices=[], value=[]), None]
                         + [None, gr.Radio(choices=[], value=None), "", None, None, None])
             out = [view.summary + ("" if len(view.lanes) <= MAX_LANES else f" (showing {MAX_LANES} lanes)"),
                    gr.Dropdown(choices=view.versions, value=view.current)]
@@ -143,6 +169,9 @@ def build_page(studio: Studio):
                     out += [gr.Column(visible=True), f"**{lane.title}**", str(lane.image), str(lane.audio)]
                 else:
                     out += [gr.Column(visible=False), "", None, None]
+            # a fresh view hears every lane: the current mix itself
+            out += [gr.Group(visible=True), gr.CheckboxGroup(choices=view.mixer, value=[]),
+                    gr.CheckboxGroup(choices=view.mixer, value=[]), str(view.lanes[0].audio)]
             t = view.take_lane
             out += [view.rows or None, gr.Radio(choices=view.take_ids, value=view.selected),
                     f"**{t.title}**" if t else "no takes of this stem yet", str(t.image) if t else None,
@@ -168,19 +197,55 @@ def build_page(studio: Studio):
         def on_pick(name, stem_v, take_v):
             return refresh(name, stem_v, take_v)
 
-        @guard
+        def streamed(name, stem_v, progress, start):
+            """Run a generation, start(progress, stream, cancel) -> SessionTakes, in a worker thread
+            with this request's context (where Gradio keeps its progress bar), and yield the take so
+            far into the stream player as it grows (only the latest when several are waiting), then
+            the session's view with the new takes. A request closed early (Gradio's cancel, a closed
+            tab) cancels its take."""
+            chunks: queue.Queue = queue.Queue()
+            outcome: dict[str, Any] = {}
+            stop = threading.Event()
+
+            def work():
+                try:
+                    outcome["result"] = start(lambda f, desc="": progress(f, desc=desc), chunks.put, stop)
+                except BaseException as err:  # handed to the request's thread, which raises it
+                    outcome["error"] = err
+                finally:
+                    chunks.put(None)
+
+            worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
+            worker.start()
+            keep = [gr.skip()] * len(view_outputs)
+            try:
+                while True:
+                    item = chunks.get()
+                    while item is not None and not chunks.empty():
+                        item = chunks.get()
+                    if item is None:
+                        break
+                    yield [*keep, str(item)]
+                worker.join()
+            finally:
+                if worker.is_alive():
+                    stop.set()
+            if "error" in outcome:
+                raise outcome["error"]
+            yield [*refresh(name, stem_v, outcome["result"].takes[-1].id), gr.skip()]
+
+        @guard_stream
         def on_generate(name, stem_v, model_v, *values, progress=gr.Progress()):
-            result = studio.generate(name, stem_v, model_v, lambda f, desc="": progress(f, desc=desc), **form_values(values))
-            return refresh(name, stem_v, result.takes[-1].id)
+            yield from streamed(name, stem_v, progress, lambda report, stream, stop: studio.generate(
+                name, stem_v, model_v, report, stream=stream, cancel=stop, **form_values(values)))
 
         def regenerate(same_seed: bool):
-            @guard
+            @guard_stream
             def on_regenerate(name, stem_v, take_v, model_v, *values, progress=gr.Progress()):
                 if not take_v:
                     raise StageError("pick a take to regenerate")
-                result = studio.regenerate(name, take_v, same_seed, model_v, lambda f, desc="": progress(f, desc=desc),
-                                           **form_values(values))
-                return refresh(name, stem_v, result.takes[-1].id)
+                yield from streamed(name, stem_v, progress, lambda report, stream, stop: studio.regenerate(
+                    name, take_v, same_seed, model_v, report, stream=stream, cancel=stop, **form_values(values)))
             return on_regenerate
 
         @guard
@@ -222,6 +287,10 @@ def build_page(studio: Studio):
             return [f"grid: {tempo.describe()}", *refresh(name, stem_v)]
 
         @guard
+        def on_mixer(name, muted, soloed):
+            return str(studio.mix_lanes(name, muted, soloed))
+
+        @guard
         def on_export(name):
             return str(studio.export(name))
 
@@ -235,9 +304,10 @@ def build_page(studio: Studio):
         take.input(on_pick, [session, stem, take], view_outputs, **light)
         # A generation's progress bar sits on the takes it is making (the table and the take's view).
         on_takes: dict[str, Any] = dict(show_progress_on=[table, take_image])
-        generating: list[Any] = [generate.click(on_generate, [session, stem, model, *form], view_outputs, **heavy, **on_takes),
-                      same.click(regenerate(True), [session, stem, take, model, *form], view_outputs, **heavy, **on_takes),
-                      fresh.click(regenerate(False), [session, stem, take, model, *form], view_outputs, **heavy, **on_takes)]
+        streaming = [*view_outputs, take_stream]
+        generating: list[Any] = [generate.click(on_generate, [session, stem, model, *form], streaming, **heavy, **on_takes),
+                                 same.click(regenerate(True), [session, stem, take, model, *form], streaming, **heavy, **on_takes),
+                                 fresh.click(regenerate(False), [session, stem, take, model, *form], streaming, **heavy, **on_takes)]
         # Cancel: Gradio drops this page's queued generations (`cancels`); `Studio.cancel` stops the
         # running one at its next decoding step (a running thread cannot be stopped from outside)
         # and reports once it has stopped.
@@ -248,6 +318,8 @@ def build_page(studio: Studio):
         track.click(on_track, [session, stem], [bpm, beats_per_bar, offset, tempo_info, *view_outputs], **heavy)
         show_grid.click(on_show_grid, [session, bpm, beats_per_bar, offset, stem], [tempo_info, *view_outputs], **light)
         export.click(on_export, [session], [export_file], **light)
+        mute.input(on_mixer, [session, mute, solo], [lanes_mix], **light)
+        solo.input(on_mixer, [session, mute, solo], [lanes_mix], **light)
         # Each visit lists the sessions there are now (made here, by another visitor or by the CLI).
         demo.load(lambda: gr.Dropdown(choices=studio.workspace.names()), None, [session], **light)
     demo.queue(default_concurrency_limit=c.concurrency, max_size=c.queue_size)

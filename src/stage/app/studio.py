@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from stage.app.form import BPM_MODES, MAX_TAKES, take_settings  # noqa: F401  (BPM_MODES, MAX_TAKES: re-exported)
+from stage.app.mixer import audible, lane_factors, render_lanes
 from stage.app.uploads import load_upload
 from stage.app.waveform import COLORS, render_waveform  # noqa: F401  (re-exported: the studio's pictures)
 from stage.app.workspace import Workspace, export_zip, name_from_file
@@ -92,7 +93,8 @@ class Lane:
 @dataclass
 class SessionView:
     """What the page shows of a session: the lanes (current mix first, then each accepted stem),
-    the takes of the chosen stem (rows for a table), the selected take, the mix versions."""
+    the takes of the chosen stem (rows for a table), the selected take, the mix versions, and the
+    labels of the lanes that can be muted or soloed (stage.app.mixer: the starting mix, each stem)."""
 
     name: str
     summary: str
@@ -104,6 +106,7 @@ class SessionView:
     take_mix: Path | None
     versions: list[str]
     current: str
+    mixer: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -198,13 +201,18 @@ class Studio:
         self.workspace.create(name, mix, sr, source=path.name)
         return name
 
-    def generate(self, name: str, stem: str, model: str | None = None, progress=None, **form):
+    def generate(self, name: str, stem: str, model: str | None = None, progress=None,
+                 stream: Callable[[Path], None] | None = None, cancel: threading.Event | None = None, **form):
         """Generate takes of `stem` over the session's current mix (form: see `take_settings`).
         Returns the store's `SessionTakes`; progress(fraction, desc) follows the job, its desc
         naming the takes ("drums take003, take004: generating"). `cancel(name)` from another
-        request stops it: `Cancelled`, and the session folder stays as it was."""
+        request stops it: `Cancelled`, and the session folder stays as it was.
+        stream(path): while the model runs, the first take so far over the mix, a WAV in the work
+        folder, about once a second of stem (only for a song that fits one model window: long-form
+        windows are decoded as wholes, stage.generate.pipeline). cancel: an event of the caller's
+        that stops this job too (the page sets it when the request is closed early)."""
         settings = take_settings(stem, **form)  # every option is checked before the model loads
-        with self.job(name, settings.stem, progress) as job:  # cancellable from here on
+        with self.job(name, settings.stem, progress, cancel) as job:  # cancellable from here on
             job.report(0.0, "waiting for the model")
             chosen = self.model_for(model, settings.stem)  # (waits while another job has the model)
             meta = {"model": {"source": model or self.config.model, "name": chosen.config.name,
@@ -213,9 +221,11 @@ class Studio:
                 first = session.state.next_take
                 job.takes = [numbered_take_id(first + i) for i in range(settings.variations)]
                 job.report(0.0, "tracking beats" if settings.context_mode == "beats" else "waiting for the model")
+                on_partial = self._streamer(session, chosen, stream) if stream is not None else None
                 with self.lock:
                     result = session.add_takes(chosen, settings, lambda done, total: job.report(
-                        0.02 + 0.96 * done / total, "generating"), extra=meta, cancel=job.cancel)
+                        0.02 + 0.96 * done / total, "generating"), extra=meta, cancel=job.cancel,
+                        on_partial=on_partial)
             job.report(1.0, "done")
         ctx = result.takeset.context
         if ctx.beats is not None:
@@ -224,10 +234,37 @@ class Studio:
                                                        ctx.tracker or "metronome")
         return result
 
+    def _streamer(self, session, model, stream: Callable[[Path], None]) -> Callable[[np.ndarray], None] | None:
+        """The `on_partial` for `Session.add_takes` that hands `stream` the first take so far over
+        the session's mix (a new WAV per chunk: a player reloads a changed name, never a half
+        file); None when the song is longer than one window (it cannot stream)."""
+        from stage.audio import save_audio
+        from stage.generate.pipeline import fits_one_window
+        from stage.generate.render import mix_with_headroom
+
+        s = session.state
+        if not fits_one_window(model, s.samples / s.sample_rate):
+            return None
+        mix = session.load_current_mix()
+        folder = self.work_dir / "stream" / session.folder.name
+        folder.mkdir(parents=True, exist_ok=True)
+        count = [0]
+
+        def on_partial(stems: np.ndarray) -> None:  # [B, C, m], m <= N
+            count[0] += 1
+            preview, _ = mix_with_headroom(mix[:, :stems.shape[-1]], stems[0])
+            out = folder / f"{threading.get_ident()}_{count[0]:04d}.wav"
+            stream(save_audio(out, preview, s.sample_rate, overwrite=True))
+
+        return on_partial
+
     @contextlib.contextmanager
-    def job(self, name: str, stem: str, progress=None) -> Iterator[Job]:
-        """Register a generation for session `name` (so `cancel` finds it) while it runs."""
+    def job(self, name: str, stem: str, progress=None, cancel: threading.Event | None = None) -> Iterator[Job]:
+        """Register a generation for session `name` (so `cancel` finds it) while it runs;
+        `cancel`, when given, is the job's cancel event."""
         job = Job(self.workspace.path(name).name, stem, progress)
+        if cancel is not None:
+            job.cancel = cancel
         with self.jobs_guard:
             self.jobs.append(job)
         try:
@@ -318,6 +355,19 @@ class Studio:
             out = self.work_dir / "exports" / f"{session.folder.name}_v{session.state.current}.zip"
             return export_zip(session, out)
 
+    def mix_lanes(self, name: str, muted: list[str] | None = None, soloed: list[str] | None = None) -> Path:
+        """The current mix with only the lanes heard (mute / solo, see stage.app.mixer), as a WAV
+        in the work folder (one file per selection and mix version, reused)."""
+        session = self.workspace.open(name)
+        lanes = [lane.label for lane in lane_factors(session)]
+        heard = audible(lanes, muted, soloed)
+        mask = "".join("1" if x in heard else "0" for x in lanes)
+        out = self.work_dir / "mixer" / session.folder.name / f"v{session.state.current}_{mask}.wav"
+        if out.is_file():
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return render_lanes(session, out, muted, soloed)
+
     # ----------------------------------------------------------- the view
 
     def view(self, name: str, stem: str | None = None, selected: str | None = None) -> SessionView:
@@ -360,8 +410,9 @@ class Studio:
         summary = (f"**{folder.name}**: {s.sample_rate} Hz, {s.channels} ch, {s.samples / s.sample_rate:.2f} s; "
                    f"mix v{s.current} with {len(lanes) - 1} stem{'s' * (len(lanes) != 2)}; {len(s.takes)} takes"
                    + (f"; beat grid: {tempo.describe()}" if tempo else ""))
+        mixer = [lane.label for lane in lane_factors(session)]
         return SessionView(folder.name, summary, lanes, rows, ids, selected, take_lane, take_mix, versions,
-                           versions[s.current])
+                           versions[s.current], mixer)
 
 
     # ----------------------------------------------------------- the server

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -245,11 +246,13 @@ class Session:
     # ----------------------------------------------------------- changes
 
     def add_takes(self, model, settings: TakeSettings, progress: Progress | None = None, extra: dict | None = None,
-                  precision: str = "fp32", cancel: threading.Event | None = None) -> SessionTakes:
+                  precision: str = "fp32", cancel: threading.Event | None = None,
+                  on_partial: Callable[[np.ndarray], None] | None = None) -> SessionTakes:
         """Generate takes over the current mix and record them (files in `takes/`).
         cancel: set from another thread to stop the takes (`Cancelled`, see cancel.py); it is
         checked before the model starts, after every decoding step and before anything is
-        written, so a cancelled call leaves the folder as it was."""
+        written, so a cancelled call leaves the folder as it was. on_partial(stems [B, C, m]):
+        streaming, the stems so far (render.render_takes; only for a mix that fits one window)."""
         if settings.metronome_only or settings.seconds is not None:
             raise StageError("a session's takes always cover the whole session mix (no --seconds / --metronome-only)")
         check_cancel(cancel)
@@ -257,7 +260,7 @@ class Session:
         names = [take_name(numbered_take_id(self.state.next_take + i), settings.stem, plan.bpm, seed) for i, seed in enumerate(plan.seeds)]
         check_free([p for n in names for p in take_paths(self.folder / "takes", n)], force=False)
         check_cancel(cancel)  # beat tracking (bpm auto) may have taken a while
-        takeset = render_takes(model, plan, watch(progress, cancel), precision)
+        takeset = render_takes(model, plan, watch(progress, cancel), precision, on_partial=on_partial)
         check_cancel(cancel)  # the last check: from here on the takes are written whole
         first = self.state.next_take
         added: list[SessionTake] = []
