@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import socket
 import threading
@@ -422,14 +423,15 @@ def test_the_queue_serves_eight_requests_at_once(tiny_model, tmp_path, patient_l
 
 @pytest.mark.browser
 def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
-    """The real page: create a session from an upload, generate two drum takes, accept one; cancel
-    a take (nothing written); generate bass over the new mix and accept it; export the zip."""
+    """The real page: create a session from an upload, generate two drum takes (streamed into a
+    player), accept one; solo and mute lanes; cancel a take (nothing written); generate bass over
+    the new mix and accept it; export the zip."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     from stage.generate.session import Session
 
-    mix = write_loop(tmp_path / "groove.wav", 1.0)
+    mix = write_loop(tmp_path / "groove.wav", 2.0)  # two 1 s chunks: the take streams into its player
     port = free_port()
     sessions = tmp_path / "sessions"
     studio = Studio.create(StudioConfig(model="tiny", sessions=str(sessions), port=port, work_dir=str(tmp_path / "work")),
@@ -468,7 +470,7 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
                 page.locator("#takes-table").filter(has_text="take002").wait_for(timeout=300_000)
                 page.wait_for_function("document.querySelector('#take-wave img')?.naturalWidth > 0", timeout=60_000)
                 for player in ("#take-alone", "#take-mix"):
-                    page.locator(f"{player} time#duration").filter(has_text="0:01").wait_for(timeout=60_000)
+                    page.locator(f"{player} time#duration").filter(has_text="0:02").wait_for(timeout=60_000)
 
                 # Audition take001, accept it: it becomes the drums lane of mix v1.
                 page.locator("#take").get_by_label("take001").check()
@@ -477,6 +479,16 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
                 page.locator("#lane-1").filter(has_text="drums: take001").wait_for(timeout=120_000)
                 page.wait_for_function("document.querySelector('#lane-1-wave img')?.naturalWidth > 0", timeout=60_000)
                 page.locator("#status").filter(has_text="mix v1").wait_for(timeout=30_000)
+                # The take streamed into its player while it was generated (a partial WAV of the first take).
+                href = page.locator("#take-stream a[href$='.wav']").first
+                href.wait_for(state="attached", timeout=60_000)
+                assert re.search(r"/[0-9]+_[0-9]{4}[.]wav$", href.get_attribute("href") or ""), href.get_attribute("href")
+
+                # Solo the drums lane: the lanes' player gets the mix of that lane alone (song muted: mask 01).
+                page.locator("#solo").get_by_label("drums take001").check()
+                page.locator("#lanes-mix a[href$='/v1_01.wav']").wait_for(state="attached", timeout=60_000)
+                page.locator("#mute").get_by_label("drums take001").check()  # the soloed lane muted: silence (mask 00)
+                page.locator("#lanes-mix a[href$='/v1_00.wav']").wait_for(state="attached", timeout=60_000)
 
                 # Cancel a take while it waits for the model (another job holds it, so the timing is
                 # ours): the progress shows on the takes, Cancel stops it, nothing is written.
@@ -544,6 +556,10 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
     drums = sf.read(str(folder / session.find_take("take001").file), always_2d=True)[0]
     np.testing.assert_allclose(v1, session.state.mixes[1].mix_gain * (v0 + drums), atol=3e-4)
     assert np.abs(drums).max() > 1e-3  # the drums are not silence: the bass heard them
+
+    # The solo render is the drums as mix v1 holds them, written by the lanes' player.
+    solo = sf.read(str(tmp_path / "work" / "mixer" / "groove" / "v1_01.wav"), always_2d=True)[0]
+    np.testing.assert_allclose(solo, session.state.mixes[1].mix_gain * drums, atol=1e-4)
 
     # Every WAV in the export is sample-aligned with the upload: its rate, channels and length.
     upload, upload_sr = sf.read(str(mix), always_2d=True)

@@ -93,9 +93,9 @@ def test_mute_and_solo_take_the_mix_apart(studio, tmp_path):
 
 
 def test_a_take_streams_into_the_player(studio, tmp_path):
-    """A 2.5 s song fits one window: the first take over the mix arrives as growing WAVs at the
+    """A 1.5 s song fits one window: the first take over the mix arrives as growing WAVs at the
     song's rate while the model runs, and the last one agrees with the written take's preview."""
-    name = new_song(studio, tmp_path, 2.5)
+    name = new_song(studio, tmp_path, 1.5)
     got: list[Path] = []
     result = studio.generate(name, "drums", bpm_mode=OFF, takes=2, seed=3, stream=got.append)
     assert len(got) >= 1

@@ -9,11 +9,12 @@ HELP = """Start the stage studio in your browser: a workspace that builds a song
 Create a session from an uploaded mix, or open one in the sessions folder (--sessions; the same
 folders as `stage session`, so `stage session show stage-sessions/NAME` works on a studio
 session and the studio opens a `stage session new` one). The song and every accepted stem show
-as lanes with a waveform, the beat grid and a player. Generate takes of a stem (prompt, tempo:
+as lanes with a waveform, the beat grid and a player; mute and solo lanes to hear any of them
+together. Generate takes of a stem (prompt, tempo:
 auto = follow the mix's beats, a BPM = a metronome, off = the mix itself is the context; the
-number of takes, sampling; a progress bar follows the takes, Cancel stops them and writes
-nothing), listen to each alone or over the mix, accept one (it joins the mix as a new mix
-version), reject it, or regenerate with the same or a new seed; go back to an earlier mix
+number of takes, sampling; a progress bar follows the takes, the first one streams into a
+player as it is generated, Cancel stops them and writes nothing), listen to each alone or over
+the mix, accept one (it joins the mix as a new mix version), reject it, or regenerate with the same or a new seed; go back to an earlier mix
 version; export every stem and the mix as WAVs (the song's rate and length) in a zip with the
 session's sidecars.
 

@@ -2,10 +2,17 @@
 
 Layout: a left column for the session (pick one from the sessions folder or create one from an
 upload, the mix versions, export) and the multitrack lanes on the right (the current mix, then
-each accepted stem: waveform with the beat grid, player). Below: the generate form (stem, model,
-prompt, tempo with beat tracking, takes, sampling) and the takes of the chosen stem (a table, a
-picker, the take's waveform, players alone and over the mix, accept / reject / regenerate). A
-generation's progress bar shows on the takes panel, named by the takes it makes; Cancel stops it.
+each accepted stem: waveform with the beat grid, player), with mute and solo per lane (the lanes
+heard are mixed on the server into one player, stage.app.mixer). Below: the generate form (stem,
+model, prompt, tempo with beat tracking, takes, sampling) and the takes of the chosen stem (a
+table, a picker, the take's waveform, players alone and over the mix, accept / reject /
+regenerate). A generation's progress bar shows on the takes panel, named by the takes it makes;
+the first take streams into a player as it grows (a new WAV about every second of stem: Gradio's
+own gapless audio streaming needs ffmpeg and pydub, which stage does not depend on); Cancel stops it.
+
+Why plain Gradio components, not a JavaScript multitrack: Gradio has every part but a
+sample-locked multi-player, and the server-side mix gives mute / solo exactly (the same factors
+as the mix versions) with no JavaScript asset to build, vendor and keep offline (no CDN).
 
 Handlers turn every StageError into a one-line gr.Error; the state of a session is re-read from
 its folder on every request, so the page holds nothing but the names it shows.

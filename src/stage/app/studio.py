@@ -3,11 +3,13 @@
 A song is a `stage session` folder (stage.generate.session) in the sessions folder (`--sessions`):
 create one from an upload, or open one made here or by `stage session new`. The page
 (stage.app.page) shows the current mix and every accepted stem as lanes (waveform with the beat
-grid, a player), lists the takes of the chosen stem for audition (alone, or over the mix), and
-accepts (a new mix version), rejects or regenerates them; any earlier mix version can be made
-current again, and the whole song exports as a zip of WAVs plus the sidecars. A generation shows
+grid, a player; mute and solo mix the lanes heard into one player, stage.app.mixer), lists
+the takes of the chosen stem for audition (alone, or over the mix), and accepts (a new mix
+version), rejects or regenerates them; any earlier mix version can be made current again, and
+the whole song exports as a zip of WAVs plus the sidecars. A generation shows
 its progress on the takes it is making (`Job`: "drums take003, take004: generating", a bar) and
-Cancel stops it at the next decoding step, writing nothing (stage.generate.cancel).
+Cancel stops it at the next decoding step, writing nothing (stage.generate.cancel); while it
+runs, the first take streams into a player (`generate(stream=...)`, a song of one model window).
 
 The job functions here (`new_session`, `generate`, `accept`, ...) are thin wrappers over
 `Session`, the same calls as the CLI. Requests go through Gradio's queue; a model is used by one
