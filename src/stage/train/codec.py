@@ -502,9 +502,8 @@ class CodecModule(L.LightningModule):
 
     def configure_optimizers(self):
         # The codebooks are buffers: only the encoder and decoder are optimised (the decoder alone
-        # with decoder_only).
-        params = [] if self.config.decoder_only else list(self.model.encoder.parameters())
-        params += list(self.model.decoder.parameters())
+        # with decoder_only, whose encoder is frozen in __init__).
+        params = [p for p in [*self.model.encoder.parameters(), *self.model.decoder.parameters()] if p.requires_grad]
         return torch.optim.Adam(params, lr=self.config.lr, betas=self.config.betas)
 
     def on_train_start(self) -> None:
@@ -518,13 +517,10 @@ class CodecModule(L.LightningModule):
 
     def reconstruct(self, x: Tensor, training: bool = False):
         """x [B, 1, N] -> (y [B, 1, N], codes [K, B, T], commitment loss, counts)."""
-        if self.config.decoder_only:
-            with torch.no_grad():  # frozen: the codes of x are those of the init codec
-                z = self.model.encoder(x)
-            training = False  # no EMA updates, no dead-code restarts
-        else:
-            z = self.model.encoder(x)
-        q, codes, commit, counts = self.rvq.quantize(z, training)
+        z = self.model.encoder(x)
+        # decoder_only: the frozen codebooks get no EMA updates and no dead-code restarts, so the
+        # codes of x stay those of the init codec.
+        q, codes, commit, counts = self.rvq.quantize(z, training and not self.config.decoder_only)
         y = self.model.decoder(q)[..., : x.shape[-1]]
         return y, codes, commit, counts
 
@@ -534,11 +530,11 @@ class CodecModule(L.LightningModule):
         l1 = F.l1_loss(y.float(), batch)
         mel = self.mel(y.float(), batch)
         loss = c.l1_weight * l1 + c.mel_weight * mel + c.commit_weight * commit.float()
-        logs = {"train/loss": loss, "train/l1": l1, "train/mel": mel, "vq/commit": commit}
+        extra = {}
         if c.stft_windows:
-            stft = self.stft(y.float(), batch)
+            extra["train/stft"] = stft = self.stft(y.float(), batch)
             loss = loss + c.stft_weight * stft
-            logs["train/loss"], logs["train/stft"] = loss, stft
+        logs = {"train/loss": loss, "train/l1": l1, "train/mel": mel, "vq/commit": commit, **extra}
         for k, count in enumerate(counts):
             self.usage[k] += count.cpu()
         if (self.global_step + 1) % c.log_every == 0:
@@ -651,10 +647,10 @@ def train_codec(config: CodecTrainConfig, resume: bool = False, force: bool = Fa
     if config.threads:
         torch.set_num_threads(config.threads)
 
-    # k-means sees crops of its own seed, not the first training batches.
-    init_data = AudioCrops(files, n, config.sample_rate, config.seed + 7919, config.silence_db)
     init_batch = None  # resumed, or started from a trained codec: no k-means
     if not (resume or config.init_from):
+        # k-means sees crops of its own seed, not the first training batches.
+        init_data = AudioCrops(files, n, config.sample_rate, config.seed + 7919, config.silence_db)
         init_batch = torch.stack([init_data.crop(i) for i in range(config.batch_size * config.kmeans_batches)])
     module = CodecModule(config, init_batch=init_batch)
     loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, num_workers=0)
