@@ -319,3 +319,24 @@ def make_shift_tokens(folder, examples: int, seed: int = 0, codes: int = 4, targ
             writer.add(TokenExample(target=target, context=context, caption=caption, song=f"song{i}"))
             written.append((context, target))
     return written
+
+
+def open_studio(model, tmp_path, **config):
+    """A `Studio` on the given (tiny) model with its sessions and work folders under tmp_path;
+    `config` sets the other StudioConfig fields (limits, port, ...). Close it after use."""
+    from stage.app.studio import Studio, StudioConfig
+
+    return Studio.create(StudioConfig(model="tiny", sessions=str(tmp_path / "sessions"), work_dir=str(tmp_path / "work"),
+                                      **config), model=model)
+
+
+def session_files(folder) -> dict[str, bytes]:
+    """Every file under `folder` (relative name -> bytes), but the empty lock files that
+    `Session.lock` leaves (as `stage session` does): to check that a refused request wrote nothing."""
+    from pathlib import Path
+
+    from stage.generate.session import LOCK_FILE
+
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK_FILE}

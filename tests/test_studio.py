@@ -21,10 +21,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import drum_loop
-from stage.app.studio import COLORS, MAX_TAKES, Studio, StudioConfig, render_waveform
+from helpers import drum_loop, open_studio, session_files
+from stage.app.studio import COLORS, MAX_TAKES, StudioConfig, render_waveform
 from stage.errors import Cancelled, StageError
-from stage.generate.session import LOCK_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -36,8 +35,7 @@ METRONOME = "number: a metronome at this BPM"
 
 @pytest.fixture
 def studio(tiny_model, tmp_path):
-    s = Studio.create(StudioConfig(model="tiny", sessions=str(tmp_path / "sessions"), max_upload_mb=1.0, max_seconds=5.0,
-                                   work_dir=str(tmp_path / "work")), model=tiny_model)
+    s = open_studio(tiny_model, tmp_path, max_upload_mb=1.0, max_seconds=5.0)
     yield s
     s.close()
 
@@ -64,13 +62,6 @@ def test_waveform_picture_marks_beats_and_downbeats(tmp_path):
     assert is_color(100, "beat") and is_color(300, "beat")
     assert not is_color(150, "beat") and not is_color(150, "downbeat")
     assert (img[:, 150] == COLORS["wave"]).all(axis=1).any()  # the waveform itself is drawn
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` (relative name -> bytes), but the empty lock files that
-    `Session.lock` leaves (as `stage session` does)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != LOCK_FILE}
 
 
 def test_a_song_stem_by_stem(studio, tmp_path, capsys):
@@ -174,12 +165,12 @@ def test_the_studio_opens_cli_sessions(studio, tmp_path, capsys):
 ])
 def test_generate_refuses_bad_requests(studio, tmp_path, change, message):
     name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.3)), "song")
-    before = snapshot(studio.workspace.root)
+    before = session_files(studio.workspace.root)
     request = dict(name=name, stem="drums", model="tiny", bpm_mode="off", takes=1)
     request.update(change)
     with pytest.raises(StageError, match=message):
         studio.generate(**request)
-    assert snapshot(studio.workspace.root) == before
+    assert session_files(studio.workspace.root) == before
 
 
 def test_bad_uploads_and_names_change_nothing(studio, tmp_path):
@@ -187,7 +178,7 @@ def test_bad_uploads_and_names_change_nothing(studio, tmp_path):
     StageError, and the sessions folder stays byte for byte as it was."""
     name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.3)), "song")
     outside = tmp_path / "x"
-    before = snapshot(studio.workspace.root)
+    before = session_files(studio.workspace.root)
     text = tmp_path / "notes.txt"
     text.write_text("not audio")
     fake = tmp_path / "fake.wav"
@@ -221,7 +212,7 @@ def test_bad_uploads_and_names_change_nothing(studio, tmp_path):
         studio.accept(name, "take009")
     with pytest.raises(StageError, match="no mix version"):
         studio.use_version(name, "v7")
-    assert snapshot(studio.workspace.root) == before and not outside.exists()
+    assert session_files(studio.workspace.root) == before and not outside.exists()
 
 
 @pytest.mark.parametrize("field, value", [("mix", "../../secret.wav"), ("mix", "/etc/hostname"),
@@ -241,7 +232,7 @@ def test_a_tampered_session_file_is_refused(studio, tmp_path, capsys, field, val
     else:
         state["takes"][0]["file" if field == "take" else "sidecar"] = value
     path.write_text(json.dumps(state))
-    before = snapshot(studio.workspace.root)
+    before = session_files(studio.workspace.root)
     jobs = [studio.view, studio.export, lambda n: studio.accept(n, "take001"), lambda n: studio.reject(n, "take001"),
             lambda n: studio.use_version(n, "v0"), studio.track,
             lambda n: studio.generate(n, "drums", "tiny", bpm_mode="off", takes=1, cfg=1.0)]
@@ -250,7 +241,7 @@ def test_a_tampered_session_file_is_refused(studio, tmp_path, capsys, field, val
             job(name)
     assert main(["session", "show", str(path.parent)]) == 2
     assert "leads outside the session folder" in capsys.readouterr().err
-    assert snapshot(studio.workspace.root) == before and not (studio.work_dir / "exports").exists()
+    assert session_files(studio.workspace.root) == before and not (studio.work_dir / "exports").exists()
 
 
 def test_progress_names_the_takes_and_cancel_stops_them(studio, tmp_path):
@@ -259,7 +250,7 @@ def test_progress_names_the_takes_and_cancel_stops_them(studio, tmp_path):
     with a one-line `Cancelled`, writes nothing, and the session's files stay byte for byte."""
     name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.5)), "song")
     studio.generate(name, "drums", "tiny", bpm_mode="off", takes=1, cfg=1.0, seed=1)
-    before = snapshot(studio.workspace.root)
+    before = session_files(studio.workspace.root)
     seen: list[tuple[float, str]] = []
 
     def progress(fraction, desc=""):
@@ -274,7 +265,7 @@ def test_progress_names_the_takes_and_cancel_stops_them(studio, tmp_path):
     assert len(steps) == 3 and steps == sorted(steps) and steps[-1] < 0.5  # stopped early: 3 of ~28 steps
     assert seen[:2] == [(0.0, "drums: waiting for the model"), (0.0, "drums take002, take003: waiting for the model")]
     assert seen[-1][1] == "drums take002, take003: generating"
-    assert snapshot(studio.workspace.root) == before and studio.running(name) == []
+    assert session_files(studio.workspace.root) == before and studio.running(name) == []
     assert studio.cancel(name).startswith("nothing to cancel")
 
     seen.clear()  # the next generation numbers its takes as if nothing had happened, and ends at 1.0
@@ -290,7 +281,7 @@ def test_cancel_from_another_request_while_the_model_is_busy(studio, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     name = studio.new_session(str(write_loop(tmp_path / "loop.wav", 0.3)), "song")
-    before = snapshot(studio.workspace.root)
+    before = session_files(studio.workspace.root)
     seen: list[str] = []
     with ThreadPoolExecutor(1) as pool:
         with studio.lock:  # another job has the model
@@ -305,7 +296,7 @@ def test_cancel_from_another_request_while_the_model_is_busy(studio, tmp_path):
         with pytest.raises(Cancelled, match="take cancelled"):
             job.result(timeout=120)
     assert not any("generating" in d for d in seen)
-    assert snapshot(studio.workspace.root) == before
+    assert session_files(studio.workspace.root) == before
 
 
 def test_a_model_for_another_stem_is_refused(studio, tiny_model):
@@ -398,8 +389,7 @@ def test_the_queue_serves_eight_requests_at_once(tiny_model, tmp_path, patient_l
 
     client_module = pytest.importorskip("gradio_client")
     port = free_port()
-    studio = Studio.create(StudioConfig(model="tiny", sessions=str(tmp_path / "sessions"), port=port, queue_size=16,
-                                        work_dir=str(tmp_path / "work")), model=tiny_model)
+    studio = open_studio(tiny_model, tmp_path, port=port, queue_size=16)
     names = [studio.new_session(str(write_loop(tmp_path / f"loop{i}.wav", 0.2, sr=16_000, channels=1)), f"song{i}")
              for i in range(4)]
     demo = studio.launch(block=False, quiet=True)
@@ -434,8 +424,7 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
     mix = write_loop(tmp_path / "groove.wav", 2.0)  # two 1 s chunks: the take streams into its player
     port = free_port()
     sessions = tmp_path / "sessions"
-    studio = Studio.create(StudioConfig(model="tiny", sessions=str(sessions), port=port, work_dir=str(tmp_path / "work")),
-                           model=tiny_model)
+    studio = open_studio(tiny_model, tmp_path, port=port)
     demo = studio.launch(block=False, quiet=True)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -493,7 +482,7 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
                 # Cancel a take while it waits for the model (another job holds it, so the timing is
                 # ours): the progress shows on the takes, Cancel stops it, nothing is written.
                 folder = sessions / "groove"
-                before = snapshot(folder)
+                before = session_files(folder)
                 with studio.lock:
                     page.locator("#generate").click()
                     page.locator("#takes-table").get_by_text("drums: waiting for the model").wait_for(timeout=60_000)
@@ -501,7 +490,7 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
                     page.locator("#cancel").click()
                     assert job.cancel.wait(60), "the page's Cancel did not reach the job"
                 page.get_by_text("take cancelled; nothing was written").first.wait_for(timeout=60_000)
-                assert job.done.wait(60) and job.outcome == "cancelled" and snapshot(folder) == before
+                assert job.done.wait(60) and job.outcome == "cancelled" and session_files(folder) == before
                 closes = page.locator("[data-testid=toast-close]")  # two toasts: the job's and Cancel's
                 for _ in range(10):  # each closes on a click, or by itself after 10 s
                     if not closes.count():
@@ -596,8 +585,8 @@ def test_studio_command_refuses_a_file_for_a_folder(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)
     afile = tmp_path / "song.wav"
     afile.write_bytes(b"not a folder")
-    before = snapshot(tmp_path)
+    before = session_files(tmp_path)
     assert main(["studio", "--model", "tiny", flag, str(afile)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and f"{flag} {afile}: exists and is not a folder" in err
-    assert snapshot(tmp_path) == before
+    assert session_files(tmp_path) == before

@@ -10,20 +10,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import drum_loop
+from helpers import drum_loop, open_studio, session_files
 from stage.app.mixer import SONG, audible, lane_factors
-from stage.app.studio import Studio, StudioConfig
+from stage.app.studio import Studio
 from stage.errors import Cancelled, StageError
 from stage.generate.pipeline import fits_one_window
-from stage.generate.session import LOCK_FILE
 
 OFF = "off: the mix is the context"
 
 
 @pytest.fixture
 def studio(tiny_model, tmp_path):
-    s = Studio.create(StudioConfig(model="tiny", sessions=str(tmp_path / "sessions"), max_upload_mb=2.0, max_seconds=30.0,
-                                   work_dir=str(tmp_path / "work")), model=tiny_model)
+    s = open_studio(tiny_model, tmp_path, max_upload_mb=2.0, max_seconds=30.0)
     yield s
     s.close()
 
@@ -33,9 +31,6 @@ def new_song(studio: Studio, tmp_path: Path, seconds: float, name: str = "song",
     sf.write(str(path), drum_loop(120.0, seconds, sr, 0.3, channels=2).T, sr, subtype="PCM_16")
     return studio.new_session(str(path), name)
 
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK_FILE}
 
 
 def read(path: Path) -> np.ndarray:
@@ -81,15 +76,15 @@ def test_mute_and_solo_take_the_mix_apart(studio, tmp_path):
     assert not silent.any()
 
     # An earlier mix version has fewer lanes; a lane of the later one is refused there.
-    before = snapshot(folder)
+    before = session_files(folder)
     studio.use_version(name, "v1")
     assert [lane.label for lane in lane_factors(studio.workspace.open(name))] == [SONG, f"drums {drums.id}"]
-    before = snapshot(folder)
+    before = session_files(folder)
     with pytest.raises(StageError, match=f"no lane 'bass {bass.id}'"):
         studio.mix_lanes(name, soloed=[f"bass {bass.id}"])
     with pytest.raises(StageError, match="bad session name"):
         studio.mix_lanes("../" + name)
-    assert snapshot(folder) == before
+    assert session_files(folder) == before
 
 
 def test_a_take_streams_into_the_player(studio, tmp_path):
@@ -126,9 +121,9 @@ def test_the_callers_cancel_event_stops_the_take(studio, tmp_path):
     """The page's own event (set when a request is closed early) cancels; nothing is written."""
     name = new_song(studio, tmp_path, 0.3)
     folder = studio.workspace.path(name)
-    before = snapshot(folder)
+    before = session_files(folder)
     stop = threading.Event()
     stop.set()
     with pytest.raises(Cancelled):
         studio.generate(name, "drums", bpm_mode=OFF, takes=1, stream=lambda path: None, cancel=stop)
-    assert snapshot(folder) == before and studio.running(name) == []
+    assert session_files(folder) == before and studio.running(name) == []
