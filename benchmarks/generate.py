@@ -24,6 +24,7 @@ measured in this one process.
 
     python benchmarks/generate.py                       # full job, V = 1, fp32 + int8
     python benchmarks/generate.py --variations 4        # the V = 4 row
+    python benchmarks/generate.py --compile             # also the compiled static fp32 step
     python benchmarks/generate.py --seconds 1 --context-seconds 1   # a quick smoke run
     python benchmarks/generate.py --precisions fp32 --skip-transformers
 On a CUDA device the stage rows are bf16 with CUDA graphs (and fp32); transformers runs in fp32.
@@ -196,12 +197,14 @@ def run_transformers(hf, tokenizer, audio: np.ndarray, frames: int, variations: 
                 rss=rss.peak, rss_added=rss.peak - rss.before)
 
 
-def run_stage(model, audio: np.ndarray, seconds: float, variations: int, precision: str, cuda_graphs: bool) -> dict:
+def run_stage(model, audio: np.ndarray, seconds: float, variations: int, precision: str, cuda_graphs: bool,
+              compile: bool = False) -> dict:
     import stage
 
     stamps = []
     options = stage.GenerationOptions(guidance=3.0, top_k=250, temperature=1.0, seed=0, prompt=PROMPT, seconds=seconds,
-                                      variations=variations, precision=precision, cuda_graphs=cuda_graphs)
+                                      variations=variations, precision=precision, cuda_graphs=cuda_graphs,
+                                      compile=compile)
     with RssSampler() as rss:
         t = time.perf_counter()
         result = stage.generate_stems(model, audio, model.sample_rate, options,
@@ -240,6 +243,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variations", type=str, default="1", help="comma list of variation counts, e.g. 1,4")
     ap.add_argument("--precisions", type=str, default=None,
                     help="stage precisions (default: fp32,int8 on CPU; bf16,fp32 on CUDA)")
+    ap.add_argument("--compile", action="store_true",
+                    help="CPU: also time the torch.compile'd static fp32 step (compiled in a warm-up call, whose "
+                         "time is printed; int8's quantised linears do not compile)")
     ap.add_argument("--skip-transformers", action="store_true", help="only the stage rows")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0)
@@ -298,6 +304,15 @@ def main(argv=None) -> int:
             name = "stage" + (" +graphs" if graphs else "")
             w = step_weight_bytes(cached_lm(model, precision), precision)
             rows.append(dict(engine=name, precision=precision, variations=V, **r,
+                             roofline_ms=1000 * w / bandwidth, read_roofline_ms=1000 * w / read_bw))
+            _print_row(rows[-1], base)
+        if args.compile and device.type == "cpu" and "fp32" in precisions:
+            t = time.perf_counter()
+            run_stage(model, audio, args.seconds, V, "fp32", False, compile=True)  # compiles the step
+            print(f"(compile warm-up, fp32: {time.perf_counter() - t:.1f} s)", flush=True)
+            r = run_stage(model, audio, args.seconds, V, "fp32", False, compile=True)
+            w = step_weight_bytes(model.lm, "fp32")
+            rows.append(dict(engine="stage +compile", precision="fp32", variations=V, **r,
                              roofline_ms=1000 * w / bandwidth, read_roofline_ms=1000 * w / read_bw))
             _print_row(rows[-1], base)
     if args.json:

@@ -330,6 +330,30 @@ def test_int8_logits_within_tolerance_musicgen_small_shapes():
     assert logit_deviation(ref, got, rms=True) <= INT8_LOGIT_RMS_TOLERANCE
 
 
+def test_cpu_kernels_share_the_weights_and_the_quantised_linears(tiny_model):
+    """The kernel transform copies modules, not weights: fp32 parameters and torch's int8 linears
+    (whose deep copy would unpack and repack every weight) are the caller's own objects, and a
+    full-sequence forward (plain F.linear) is unchanged bit for bit."""
+    from stage.generate.kernels import FewRowLinear, cpu_kernels
+
+    lm = tiny_model.lm
+    fast = cpu_kernels(lm)
+    assert any(isinstance(m, FewRowLinear) for m in fast.modules())
+    assert {id(p) for p in fast.parameters()} == {id(p) for p in lm.parameters()}
+    q = quantize_int8(lm)
+    fast_q = cpu_kernels(q)
+
+    def int8_linears(model):
+        return [m for m in model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized") and hasattr(m, "weight")]
+
+    assert int8_linears(q) and all(a is b for a, b in zip(int8_linears(q), int8_linears(fast_q), strict=True))
+    text = tiny_model.text(["rock drums"])
+    layout = _layout(lm, 2)
+    with torch.no_grad():
+        assert torch.equal(fast_q(layout.codes, text, layout.attended, layout.positions),
+                           q(layout.codes, text, layout.attended, layout.positions))
+
+
 def test_bf16_on_cpu_within_tolerance(tiny_model):
     lm = tiny_model.lm
     half = prepare_lm(lm, "bf16")

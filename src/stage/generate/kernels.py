@@ -70,7 +70,10 @@ def cpu_kernels(lm: StageLM, pack: bool = True) -> StageLM:
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         return lm
     pack = pack and torch.backends.mkldnn.is_available()
-    shared = {id(t): t for t in itertools.chain(lm.parameters(), lm.buffers())}
+    shared: dict[int, object] = {id(t): t for t in itertools.chain(lm.parameters(), lm.buffers())}
+    # torch's quantised linears keep their own kernels: shared as they are, since a deep copy
+    # would unpack and repack their weights (~2 s at musicgen-small shapes).
+    shared.update({id(m): m for m in lm.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")})
     out = copy.deepcopy(lm, shared)  # new modules, the same parameter and buffer tensors
 
     def wrap(parent: nn.Module, *names: str) -> None:
