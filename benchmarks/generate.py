@@ -275,6 +275,12 @@ def main(argv=None) -> int:
     frames = int(round(args.seconds * model.frame_rate))
     rows = []
 
+    def record(engine: str, precision: str, V: int, r: dict, weight_bytes: int, base: dict | None) -> dict:
+        rows.append(dict(engine=engine, precision=precision, variations=V, **r,
+                         roofline_ms=1000 * weight_bytes / bandwidth, read_roofline_ms=1000 * weight_bytes / read_bw))
+        _print_row(rows[-1], base)
+        return r
+
     # Warm-up (one-time allocations, kernel selection) and int8 preparation outside the timings.
     with torch.no_grad():
         if not args.skip_transformers:
@@ -292,29 +298,19 @@ def main(argv=None) -> int:
     for V in variations:
         base = None
         if not args.skip_transformers:
-            r = run_transformers(hf, tokenizer, audio, frames, V, device)
-            base = r
-            w = step_weight_bytes(model.lm, "fp32")
-            rows.append(dict(engine="transformers", precision="fp32", variations=V, **r,
-                             roofline_ms=1000 * w / bandwidth, read_roofline_ms=1000 * w / read_bw))
-            _print_row(rows[-1], None)
+            base = record("transformers", "fp32", V, run_transformers(hf, tokenizer, audio, frames, V, device),
+                          step_weight_bytes(model.lm, "fp32"), None)
         for precision in precisions:
             graphs = device.type == "cuda" and precision != "fp32"
             r = run_stage(model, audio, args.seconds, V, precision, graphs)
-            name = "stage" + (" +graphs" if graphs else "")
-            w = step_weight_bytes(cached_lm(model, precision), precision)
-            rows.append(dict(engine=name, precision=precision, variations=V, **r,
-                             roofline_ms=1000 * w / bandwidth, read_roofline_ms=1000 * w / read_bw))
-            _print_row(rows[-1], base)
+            record("stage" + (" +graphs" if graphs else ""), precision, V, r,
+                   step_weight_bytes(cached_lm(model, precision), precision), base)
         if args.compile and device.type == "cpu" and "fp32" in precisions:
             t = time.perf_counter()
             run_stage(model, audio, args.seconds, V, "fp32", False, compile=True)  # compiles the step
             print(f"(compile warm-up, fp32: {time.perf_counter() - t:.1f} s)", flush=True)
-            r = run_stage(model, audio, args.seconds, V, "fp32", False, compile=True)
-            w = step_weight_bytes(model.lm, "fp32")
-            rows.append(dict(engine="stage +compile", precision="fp32", variations=V, **r,
-                             roofline_ms=1000 * w / bandwidth, read_roofline_ms=1000 * w / read_bw))
-            _print_row(rows[-1], base)
+            record("stage +compile", "fp32", V, run_stage(model, audio, args.seconds, V, "fp32", False, compile=True),
+                   step_weight_bytes(model.lm, "fp32"), base)
     if args.json:
         args.json.write_text(json.dumps(dict(copy_bandwidth=bandwidth, read_bandwidth=read_bw, device=str(device),
                                              threads=torch.get_num_threads(), rows=rows), indent=2))

@@ -265,8 +265,7 @@ def long_form(model, songs, seconds, window):
         song = read_song(folder, seconds)
         meta = song["meta"]
         contexts = {"mix": sum(x for s, x in song["stems"].items() if s != "drums"),
-                    "click": render_clicks(in_window(meta["beats"], 0, seconds), in_window(meta["downbeats"], 0, seconds),
-                                           seconds, SR),
+                    "click": render_clicks(meta["beats"], meta["downbeats"], seconds, SR),  # keeps [0, seconds)
                     "control": None}
         for kind, context in contexts.items():
             y = generate(model, context, meta["caption"], seconds, 1000 + i)

@@ -19,6 +19,7 @@ from stage.generate.quantize import (
     INT8_LOGIT_RMS_TOLERANCE,
     INT8_LOGIT_TOLERANCE,
     is_quantized,
+    is_quantized_module,
     logit_deviation,
     prepare_lm,
     quantize_int8,
@@ -344,7 +345,7 @@ def test_cpu_kernels_share_the_weights_and_the_quantised_linears(tiny_model):
     fast_q = cpu_kernels(q)
 
     def int8_linears(model):
-        return [m for m in model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized") and hasattr(m, "weight")]
+        return [m for m in model.modules() if is_quantized_module(m) and hasattr(m, "weight")]
 
     assert int8_linears(q) and all(a is b for a, b in zip(int8_linears(q), int8_linears(fast_q), strict=True))
     text = tiny_model.text(["rock drums"])

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stage.generate.quantize import is_quantized_module
 from stage.model.lm import StageLM
 
 MM_ROWS = 3  # torch.mm(W, x.T) up to this many rows
@@ -73,7 +74,7 @@ def cpu_kernels(lm: StageLM, pack: bool = True) -> StageLM:
     shared: dict[int, object] = {id(t): t for t in itertools.chain(lm.parameters(), lm.buffers())}
     # torch's quantised linears keep their own kernels: shared as they are, since a deep copy
     # would unpack and repack their weights (~2 s at musicgen-small shapes).
-    shared.update({id(m): m for m in lm.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")})
+    shared.update({id(m): m for m in lm.modules() if is_quantized_module(m)})
     out = copy.deepcopy(lm, shared)  # new modules, the same parameter and buffer tensors
 
     def wrap(parent: nn.Module, *names: str) -> None:

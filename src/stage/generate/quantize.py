@@ -86,9 +86,14 @@ def quantize_int8(lm: StageLM) -> StageLM:
     return out
 
 
+def is_quantized_module(module: nn.Module) -> bool:
+    """True when `module` itself is one of torch's quantised modules (e.g. a dynamic int8 linear)."""
+    return type(module).__module__.startswith("torch.ao.nn.quantized")
+
+
 def is_quantized(lm: nn.Module) -> bool:
     """True when some submodule is one of torch's quantised modules."""
-    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in lm.modules())
+    return any(is_quantized_module(m) for m in lm.modules())
 
 
 def logit_deviation(reference: Tensor, other: Tensor, rms: bool = False) -> float:
