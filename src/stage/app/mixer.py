@@ -8,9 +8,9 @@ with a known factor (`lane_factors`). Summing the audible lanes with those facto
 what the mix holds of them: all lanes on gives back the current mix (to the WAV files' 16-bit
 rounding), and a muted lane is missing from it and nothing else changes level.
 
-The page renders the selection into one player rather than driving one player per lane in the
-browser: Gradio has no multitrack component, and a sample-accurate client-side mixer would need
-a JavaScript audio library built into a local asset (no CDN: the studio must work offline).
+The page plays the lanes in the browser with these factors (stage.app.multitrack: each lane's
+gain is its factor when heard, 0 when not), and "Bounce" writes the same selection with
+`render_lanes`, so what you hear and what you export agree.
 """
 
 from __future__ import annotations

@@ -1,18 +1,19 @@
 """The studio's page (Gradio Blocks): plain components wired to the `Studio` job functions.
 
 Layout: a left column for the session (pick one from the sessions folder or create one from an
-upload, the mix versions, export) and the multitrack lanes on the right (the current mix, then
-each accepted stem: waveform with the beat grid, player), with mute and solo per lane (the lanes
-heard are mixed on the server into one player, stage.app.mixer). Below: the generate form (stem,
-model, prompt, tempo with beat tracking, takes, sampling) and the takes of the chosen stem (a
-table, a picker, the take's waveform, players alone and over the mix, accept / reject /
+upload, the mix versions, export) and the multitrack on the right: the lanes of the current mix
+(the upload and each accepted stem) with the beat grid, transport, play from any point, mute and
+solo per lane, drawn and played sample-locked in the browser (stage.app.multitrack, studio.js);
+"Bounce" writes what you hear as a WAV (the server's mixer, the same factors). Below: the generate
+form (stem, model, prompt, tempo with beat tracking, takes, sampling) and the takes of the chosen
+stem (a table, a picker, the take's waveform, players alone and over the mix, accept / reject /
 regenerate). A generation's progress bar shows on the takes panel, named by the takes it makes;
-the first take streams into a player as it grows (a new WAV about every second of stem: Gradio's
-own gapless audio streaming needs ffmpeg and pydub, which stage does not depend on); Cancel stops it.
+the first take streams into a gapless player as it grows (a new WAV about every second of stem,
+of which the browser schedules only the new samples, right after the last); Cancel stops it.
 
-Why plain Gradio components, not a JavaScript multitrack: Gradio has every part but a
-sample-locked multi-player, and the server-side mix gives mute / solo exactly (the same factors
-as the mix versions) with no JavaScript asset to build, vendor and keep offline (no CDN).
+Why our own script over Gradio components: Gradio has every part but a sample-locked
+multi-player. studio.js is a few hundred lines on the Web Audio API, inlined into the page, so
+there is no library to build or vendor and nothing to fetch from a CDN (the studio works offline).
 
 Handlers turn every StageError into a one-line gr.Error; the state of a session is re-read from
 its folder on every request, so the page holds nothing but the names it shows.
@@ -22,19 +23,23 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
 import os
 import queue
 import threading
 from typing import TYPE_CHECKING, Any
 
 from stage.app.form import BPM_MODES, MAX_TAKES, form_defaults
+from stage.app.multitrack import multitrack_html, stream_html
 from stage.data.metronome import MAX_BEATS_PER_BAR, MAX_BPM, MIN_BPM
 from stage.errors import Cancelled, StageError
 
 if TYPE_CHECKING:  # the studio imports this page; the page only needs its type
     from stage.app.studio import SessionView, Studio
 
-MAX_LANES = 8  # the song and up to 7 stems
+# The browser's mute / solo for a request: (session, heard) -> the same, heard filled in by studio.js.
+HEARD_JS = ("(name, heard) => [name, JSON.stringify(window.stageStudio && window.stageStudio.multitrack"
+            " ? window.stageStudio.multitrack.selection() : {muted: [], soloed: []})]")
 TAKE_COLUMNS = ["take", "stem", "seed", "tempo", "over mix", "status", "prompt"]
 
 
@@ -42,6 +47,7 @@ def build_page(studio: Studio):
     """The Gradio Blocks page for `studio` (not launched)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline studio
     import gradio as gr
+    import soundfile as sf
 
     from stage.model.registry import STEMS, models_table
 
@@ -91,21 +97,12 @@ def build_page(studio: Studio):
                 export = gr.Button("Export stems + mix (zip)", elem_id="export")
                 export_file = gr.File(label="export", interactive=False, height=90, elem_id="export-file")
             with gr.Column(scale=3):
-                lanes = []
-                for i in range(MAX_LANES):
-                    with gr.Column(visible=False, elem_id=f"lane-{i}") as col:
-                        title = gr.Markdown()
-                        image = gr.Image(type="filepath", interactive=False, show_label=False, format="png",
-                                         elem_id=f"lane-{i}-wave")
-                        audio = gr.Audio(type="filepath", interactive=False, show_label=False, elem_id=f"lane-{i}-audio")
-                    lanes.append((col, title, image, audio))
-                # Mute / solo: the selected lanes are mixed on the server into one player (stage.app.mixer).
-                with gr.Group(visible=False, elem_id="mixer") as mixer:
-                    with gr.Row():
-                        mute = gr.CheckboxGroup([], label="mute", elem_id="mute")
-                        solo = gr.CheckboxGroup([], label="solo", elem_id="solo")
-                    lanes_mix = gr.Audio(type="filepath", interactive=False, label="the lanes you hear (mute / solo)",
-                                         elem_id="lanes-mix")
+                # The lanes, drawn and played in the browser (stage.app.multitrack, studio.js).
+                multitrack = gr.HTML(multitrack_html(None), elem_id="multitrack", js_on_load=None)
+                with gr.Row():
+                    bounce = gr.Button("Bounce the lanes you hear (WAV)", size="sm", elem_id="bounce")
+                    bounce_file = gr.File(label="bounce", interactive=False, height=60, elem_id="bounce-file")
+                heard = gr.Textbox(visible=False, elem_id="heard")  # the page's mute / solo, as JSON
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 stem = gr.Dropdown(list(STEMS), value=STEMS[0], label="stem", elem_id="stem")
@@ -142,8 +139,8 @@ def build_page(studio: Studio):
                 with gr.Row():
                     take_alone = gr.Audio(label="take alone", type="filepath", interactive=False, elem_id="take-alone")
                     take_mix = gr.Audio(label="take over the mix", type="filepath", interactive=False, elem_id="take-mix")
-                take_stream = gr.Audio(label="the take as it is generated (the first take over the mix)", type="filepath",
-                                       interactive=False, elem_id="take-stream")
+                gr.Markdown("the take as it is generated (the first take over the mix), played as it comes:")
+                take_stream = gr.HTML(stream_html(None), elem_id="take-stream", js_on_load=None)
                 gain = gr.Slider(-24.0, 12.0, value=0.0, step=0.5, label="gain when accepted (dB)", elem_id="gain")
                 with gr.Row():
                     accept = gr.Button("Accept into the mix", variant="primary", elem_id="accept")
@@ -155,8 +152,7 @@ def build_page(studio: Studio):
                         "files in `./checkpoints/`, `~/.cache/stage/models/` or a folder named by `$STAGE_MODELS`, "
                         "then start `stage studio --model NAME` (or a path).")
 
-        view_outputs = [status, version, *[x for lane in lanes for x in lane], mixer, mute, solo, lanes_mix, table, take,
-                        take_title, take_image, take_alone, take_mix]
+        view_outputs = [status, version, multitrack, table, take, take_title, take_image, take_alone, take_mix]
         # the generate form: `take_settings` keyword -> its component (the handlers get the values in this order)
         fields = dict(prompt=prompt, bpm_mode=bpm_mode, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset, takes=takes,
                       cfg=cfg, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
@@ -164,21 +160,9 @@ def build_page(studio: Studio):
 
         def show(view: SessionView | None) -> list:
             if view is None:
-                return (["", gr.Dropdown(choices=[], value=None)] + [gr.Column(visible=False), "", None, None] * MAX_LANES
-                        + [gr.Group(visible=False), gr.CheckboxGroup(choices=[], value=[]),
-                           gr.CheckboxGroup(choices=[], value=[]), None]
-                        + [None, gr.Radio(choices=[], value=None), "", None, None, None])
-            out = [view.summary + ("" if len(view.lanes) <= MAX_LANES else f" (showing {MAX_LANES} lanes)"),
-                   gr.Dropdown(choices=view.versions, value=view.current)]
-            for i in range(MAX_LANES):
-                if i < len(view.lanes):
-                    lane = view.lanes[i]
-                    out += [gr.Column(visible=True), f"**{lane.title}**", str(lane.image), str(lane.audio)]
-                else:
-                    out += [gr.Column(visible=False), "", None, None]
-            # a fresh view hears every lane: the current mix itself
-            out += [gr.Group(visible=True), gr.CheckboxGroup(choices=view.mixer, value=[]),
-                    gr.CheckboxGroup(choices=view.mixer, value=[]), str(view.lanes[0].audio)]
+                return ["", gr.Dropdown(choices=[], value=None), multitrack_html(None),
+                        None, gr.Radio(choices=[], value=None), "", None, None, None]
+            out = [view.summary, gr.Dropdown(choices=view.versions, value=view.current), multitrack_html(view.multitrack)]
             t = view.take_lane
             out += [view.rows or None, gr.Radio(choices=view.take_ids, value=view.selected),
                     f"**{t.title}**" if t else "no takes of this stem yet", str(t.image) if t else None,
@@ -225,6 +209,7 @@ def build_page(studio: Studio):
             worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
             worker.start()
             keep = [gr.skip()] * len(view_outputs)
+            last = None  # (the stream's name, its rate): the player joins every chunk of one name
             try:
                 while True:
                     item = chunks.get()
@@ -232,14 +217,19 @@ def build_page(studio: Studio):
                         item = chunks.get()
                     if item is None:
                         break
-                    yield [*keep, str(item)]
+                    last = (item.stem.rsplit("_", 1)[0], sf.info(str(item)).samplerate)
+                    yield [*keep, stream_html(item, last[1], last[0])]
                 worker.join()
             finally:
                 if worker.is_alive():
                     stop.set()
             if "error" in outcome:
                 raise outcome["error"]
-            yield [*refresh(name, stem_v, outcome["result"].takes[-1].id), gr.skip()]
+            result = outcome["result"]
+            # The stream ends on the first take's own preview, so its player gets the whole take.
+            end = (stream_html(studio.workspace.path(name) / result.takes[0].mix_file, last[1], last[0], done=True)
+                   if last else gr.skip())
+            yield [*refresh(name, stem_v, result.takes[-1].id), end]
 
         @guard_stream
         def on_generate(name, stem_v, model_v, *values, progress=gr.Progress()):
@@ -294,7 +284,14 @@ def build_page(studio: Studio):
             return [f"grid: {tempo.describe()}", *refresh(name, stem_v)]
 
         @guard
-        def on_mixer(name, muted, soloed):
+        def on_bounce(name, heard_v):
+            if not name:
+                raise StageError("open a session first")
+            try:
+                chosen = json.loads(heard_v or "{}")
+                muted, soloed = list(chosen.get("muted", [])), list(chosen.get("soloed", []))
+            except (ValueError, TypeError, AttributeError):
+                raise StageError("the page sent no mute / solo selection; reload it") from None
             return str(studio.mix_lanes(name, muted, soloed))
 
         @guard
@@ -325,8 +322,8 @@ def build_page(studio: Studio):
         track.click(on_track, [session, stem], [bpm, beats_per_bar, offset, tempo_info, *view_outputs], **heavy)
         show_grid.click(on_show_grid, [session, bpm, beats_per_bar, offset, stem], [tempo_info, *view_outputs], **light)
         export.click(on_export, [session], [export_file], **light)
-        mute.input(on_mixer, [session, mute, solo], [lanes_mix], **light)
-        solo.input(on_mixer, [session, mute, solo], [lanes_mix], **light)
+        # Bounce: the browser's mute / solo goes along with the request (studio.js), the server mixes.
+        bounce.click(on_bounce, [session, heard], [bounce_file], js=HEARD_JS, **light)
         # Each visit lists the sessions there are now (made here, by another visitor or by the CLI).
         demo.load(lambda: gr.Dropdown(choices=studio.workspace.names()), None, [session], **light)
     demo.queue(default_concurrency_limit=c.concurrency, max_size=c.queue_size)

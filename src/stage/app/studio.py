@@ -2,8 +2,8 @@
 
 A song is a `stage session` folder (stage.generate.session) in the sessions folder (`--sessions`):
 create one from an upload, or open one made here or by `stage session new`. The page
-(stage.app.page) shows the current mix and every accepted stem as lanes (waveform with the beat
-grid, a player; mute and solo mix the lanes heard into one player, stage.app.mixer), lists
+(stage.app.page) shows the upload and every accepted stem as lanes of a multitrack played in the
+browser (waveforms with the beat grid, transport, mute and solo: stage.app.multitrack), lists
 the takes of the chosen stem for audition (alone, or over the mix), and accepts (a new mix
 version), rejects or regenerates them; any earlier mix version can be made current again, and
 the whole song exports as a zip of WAVs plus the sidecars. A generation shows
@@ -26,6 +26,7 @@ import contextlib
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 
 from stage.app.form import BPM_MODES, MAX_TAKES, take_settings  # noqa: F401  (BPM_MODES, MAX_TAKES: re-exported)
 from stage.app.mixer import audible, lane_factors, render_lanes
+from stage.app.multitrack import lanes_spec
 from stage.app.uploads import load_upload
 from stage.app.waveform import COLORS, render_waveform  # noqa: F401  (re-exported: the studio's pictures)
 from stage.app.workspace import Workspace, export_zip, name_from_file
@@ -85,18 +87,20 @@ class StudioConfig:
 
 @dataclass
 class Lane:
-    """One lane of the multitrack view: a title, the WAV to play and its waveform picture."""
+    """One lane: a title, the WAV to play and its waveform picture (drawn for the take under
+    audition; the multitrack lanes are drawn in the browser, stage.app.multitrack)."""
 
     title: str
     audio: Path
-    image: Path
+    image: Path | None = None
 
 
 @dataclass
 class SessionView:
     """What the page shows of a session: the lanes (current mix first, then each accepted stem),
-    the takes of the chosen stem (rows for a table), the selected take, the mix versions, and the
-    labels of the lanes that can be muted or soloed (stage.app.mixer: the starting mix, each stem)."""
+    the takes of the chosen stem (rows for a table), the selected take, the mix versions, the
+    labels of the lanes that can be muted or soloed (stage.app.mixer: the starting mix, each stem)
+    and the browser multitrack's spec (stage.app.multitrack.lanes_spec)."""
 
     name: str
     summary: str
@@ -109,6 +113,7 @@ class SessionView:
     versions: list[str]
     current: str
     mixer: list[str] = field(default_factory=list)
+    multitrack: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -251,11 +256,12 @@ class Studio:
         folder = self.work_dir / "stream" / session.folder.name
         folder.mkdir(parents=True, exist_ok=True)
         count = [0]
+        stream_id = time.time_ns()  # names this take's stream: every chunk's file starts with it
 
         def on_partial(stems: np.ndarray) -> None:  # [B, C, m], m <= N
             count[0] += 1
             preview, _ = mix_with_headroom(mix[:, :stems.shape[-1]], stems[0])
-            out = folder / f"{threading.get_ident()}_{count[0]:04d}.wav"
+            out = folder / f"{stream_id}_{count[0]:04d}.wav"
             stream(save_audio(out, preview, s.sample_rate, overwrite=True))
 
         return on_partial
@@ -382,7 +388,7 @@ class Studio:
         pictures.mkdir(parents=True, exist_ok=True)
         tempo = self.grids.get(folder.name)
 
-        def lane(title: str, rel: str) -> Lane:
+        def lane(title: str, rel: str) -> Lane:  # the take under audition, with its picture
             audio, sr = load_audio(folder / rel)
             grid = take_grid(folder, rel) or tempo  # a take's own grid, else the song's
             marks = (grid.beats, grid.downbeats) if grid else (None, None)
@@ -393,8 +399,8 @@ class Studio:
         if tempo is None:  # no grid set in this server: the one the latest stem was generated against
             grids = [g for g in (take_grid(folder, t.file) for t in stems) if g is not None]
             tempo = grids[-1] if grids else None
-        lanes = [lane(f"song: mix v{s.current}", session.current_mix.file)]
-        lanes += [lane(f"{take.stem}: {take.id}, seed {take.seed}", take.file) for take in stems]
+        lanes = [Lane(f"song: mix v{s.current}", folder / session.current_mix.file)]
+        lanes += [Lane(f"{take.stem}: {take.id}, seed {take.seed}", folder / take.file) for take in stems]
         takes = [t for t in s.takes if stem is None or t.stem == stem]
         rows = [[t.id, t.stem, t.seed, "" if t.bpm is None else f"{t.bpm:g} ({t.context})", f"v{t.over_mix}",
                  _status(t), t.prompt] for t in takes]
@@ -414,7 +420,7 @@ class Studio:
                    + (f"; beat grid: {tempo.describe()}" if tempo else ""))
         mixer = [lane.label for lane in lane_factors(session)]
         return SessionView(folder.name, summary, lanes, rows, ids, selected, take_lane, take_mix, versions,
-                           versions[s.current], mixer)
+                           versions[s.current], mixer, lanes_spec(session, tempo))
 
 
     # ----------------------------------------------------------- the server
@@ -423,6 +429,7 @@ class Studio:
         """Start the server (blocking unless block=False, which returns the running Blocks)."""
         import gradio as gr
 
+        from stage.app.multitrack import head
         from stage.app.page import build_page
 
         demo = build_page(self)
@@ -431,7 +438,7 @@ class Studio:
         c = self.config
         demo.launch(server_name=c.host, server_port=c.port, prevent_thread_lock=not block,
                     max_file_size=int(c.max_upload_mb * 2**20), allowed_paths=[str(self.work_dir), str(self.workspace.root)],
-                    quiet=quiet, theme=theme, show_error=True, ssr_mode=False, inbrowser=False, share=False)
+                    quiet=quiet, theme=theme, head=head(), show_error=True, ssr_mode=False, inbrowser=False, share=False)
         return demo
 
 
