@@ -11,10 +11,10 @@ import torch
 
 from helpers import drum_loop
 from stage.cli import main
-from stage.errors import StageError
+from stage.errors import OptionError, StageError
 from stage.generate.generator import Generator, steps_needed
 from stage.generate.params import GenerationOptions, GenerationParams
-from stage.generate.pipeline import generate_stems
+from stage.generate.pipeline import fits_one_window, generate_stems
 from stage.generate.sampling import make_generators
 from stage.generate.takefiles import StemStream
 from stage.tokens.stream import SEAM_TOLERANCE, StreamingDecoder, WindowedDecoder, seam_error
@@ -119,11 +119,32 @@ def test_generate_stems_streams_chunks(tiny_model):
     assert seam_error(result.stems, plain.stems)["max_rel"] < SEAM_TOLERANCE
 
 
+def test_a_long_take_streams_window_by_window(tiny_model):
+    """Past one window, each long-form window hands out the stem up to the next window's
+    crossfade (whole frames): contiguous chunks, one per window, the last final; joined, they are
+    the result's audio exactly, and the codes and audio are those of a run without streaming."""
+    kw = dict(prompt="funk", seconds=10.5, seed=4, guidance=1.0)
+    assert not fits_one_window(tiny_model, kw["seconds"])
+    plain = generate_stems(tiny_model, options=GenerationOptions(**kw))
+    chunks, steps = [], [0]
+    result = generate_stems(tiny_model, options=GenerationOptions(**kw), on_chunk=lambda c: chunks.append((c, steps[0])),
+                            progress=lambda done, total: steps.__setitem__(0, done))
+    assert torch.equal(plain.codes, result.codes) and result.timings["windows"] >= 2
+    assert len(chunks) == result.timings["windows"]
+    assert [c.first for c, _ in chunks] == [0] + [c.stop for c, _ in chunks[:-1]]
+    assert chunks[-1][0].stop == result.codes.shape[-1] and chunks[-1][0].final and not chunks[0][0].final
+    assert all(c.audio.shape[-1] == (c.stop - c.first) * tiny_model.codec.hop_length for c, _ in chunks)
+    assert chunks[0][1] < steps[0]  # the first window's audio came before the last window was sampled
+    joined = np.concatenate([c.audio for c, _ in chunks], axis=-1)
+    np.testing.assert_array_equal(result.stems, joined[..., :result.stems.shape[-1]])  # 32 kHz mono out
+    np.testing.assert_array_equal(result.stems, plain.stems)
+
+
 def test_generate_stems_refuses_what_does_not_stream(tiny_model):
     with pytest.raises(StageError, match="cached engine"):
         generate_stems(tiny_model, options=GenerationOptions(seconds=0.2, engine="reference"), on_chunk=print)
-    with pytest.raises(StageError, match="one window"):
-        generate_stems(tiny_model, options=GenerationOptions(seconds=10.5), on_chunk=print)
+    with pytest.raises(OptionError, match="chunk_seconds"):
+        generate_stems(tiny_model, options=GenerationOptions(seconds=0.2), on_chunk=print, chunk_seconds=0)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -168,10 +189,28 @@ def test_cli_stream_writes_the_take_progressively(tmp_path, capsys, monkeypatch)
     assert np.abs(plain.astype(int) - streamed.astype(int)).max() <= 1
 
 
+def test_cli_streams_a_long_take_window_by_window(tmp_path, capsys, monkeypatch):
+    """Past one window (tiny: 10 s), --stream rewrites the stem after each long-form window."""
+    seen: list[int] = []
+    write = StemStream.__call__
+
+    def record(self, stems):
+        write(self, stems)
+        seen.append(sf.info(str(self.paths[0])).frames)
+
+    monkeypatch.setattr(StemStream, "__call__", record)
+    rc, _, err = _cli(capsys, "generate", "--metronome-only", "--bpm", 120, "--seconds", 12, "--model", "tiny",
+                      "--stem", "drums", "--seed", 2, "--out", tmp_path / "out", "--stream")
+    assert rc == 0, err
+    assert "after each long-form window" in err
+    assert len(seen) >= 1 and seen == sorted(seen) and 0 < seen[0] < 12 * 44_100  # (--sample-rate's default)
+    wavs = sorted((tmp_path / "out").glob("*.wav"))  # the stem and its preview over the click
+    assert len(wavs) == 2 and all(sf.info(str(w)).frames == 12 * 44_100 for w in wavs)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--stream-seconds", "0.5"], "--stream-seconds sets the chunk length of --stream; add --stream"),
     (["--stream", "--stream-seconds", "0"], "--stream-seconds must be a number of seconds > 0"),
-    (["--stream", "--seconds", "12"], "--stream writes takes of one window at most (10 s for tiny); this take is 12 s"),
 ])
 def test_cli_stream_bad_combinations(tmp_path, capsys, extra, message):
     out = tmp_path / "out"

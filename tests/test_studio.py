@@ -582,9 +582,10 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
     assert log[0]["start"] == 0 and all(a["end"] == b["start"] for a, b in zip(log, log[1:]))
     for a, b in zip(log, log[1:]):  # scheduled with no gap (unless the player ran dry and waited)
         assert b["underrun"] or b["when"] == pytest.approx(a["when"] + (a["end"] - a["start"]) / rate, abs=1e-6)
-    for piece in log:
+    for piece in log:  # each piece is its chunk file from where the last one ended
         source = sf.read(str(Path(urllib.parse.unquote(piece["url"].split("file=", 1)[1]))), always_2d=True)[0]
-        np.testing.assert_allclose(streamed[piece["start"]:piece["end"]], source[piece["start"]:piece["end"]], atol=1e-4)
+        np.testing.assert_allclose(streamed[piece["start"]:piece["end"]], source[piece["from"]:], atol=1e-4)
+    assert log[-1]["url"].endswith(urllib.parse.quote(str((folder / session.find_take("take001").mix_file).resolve())))
 
     # Every WAV in the export is sample-aligned with the upload: its rate, channels and length.
     upload, upload_sr = sf.read(str(mix), always_2d=True)
@@ -597,6 +598,61 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
             assert sr == upload_sr and audio.shape == upload.shape, member
         np.testing.assert_array_equal(sf.read(io.BytesIO(z.read(f"stems/{Path(bass.file).name}")), always_2d=True)[0],
                                       sf.read(str(folder / bass.file), always_2d=True)[0])
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_ten_minute_song_in_a_browser(tiny_model, tmp_path, patient_launch):
+    """A whole song at the studio's limit: a 10-minute upload becomes a session whose lanes load
+    in the browser; a drum take over it is made through the long-form windows, streams into the
+    player window by window while it is generated, and is accepted; the new lanes load again."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from stage.generate.session import Session
+
+    seconds, sr = 600.0, 8_000  # 9.6 MB of 16-bit mono: the length at the limit, a small file
+    mix = write_loop(tmp_path / "song.wav", seconds, sr=sr, channels=1)
+    port = free_port()
+    studio = open_studio(tiny_model, tmp_path, port=port, max_upload_mb=20.0, max_seconds=seconds)
+    demo = studio.launch(block=False, quiet=True)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1400})
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_selector("#create", timeout=60_000)
+                page.locator("#mix-upload input[type=file]").set_input_files(str(mix))
+                page.wait_for_selector("#mix-upload audio", state="attached", timeout=120_000)
+                page.locator("#create").click()
+                page.locator("#status").filter(has_text="600.00 s").wait_for(timeout=120_000)
+                page.wait_for_function(LANES_READY, arg=["song"], timeout=120_000)
+                assert page.evaluate("window.stageStudio.multitrack.state()")["lengths"] == [int(seconds * sr)]
+
+                page.get_by_label("off: the mix is the context").check()
+                page.locator("#takes input[type=number]").fill("1")
+                page.locator("#takes input[type=number]").press("Enter")
+                page.locator("#generate").click()
+                # While the model runs, the take streams in, a window at a time.
+                page.wait_for_function("(window.stageStudio.stream?.state().log.length || 0) >= 2", timeout=600_000)
+                assert not page.evaluate("window.stageStudio.stream.done")
+                page.locator("#takes-table").filter(has_text="take001").wait_for(timeout=1_200_000)
+                page.wait_for_function("window.stageStudio.stream?.done", timeout=60_000)
+                stream = page.evaluate("window.stageStudio.stream.state()")
+                page.locator("#accept").click()
+                page.wait_for_function(LANES_READY, arg=["song", "drums take001"], timeout=300_000)
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+        studio.close()
+    session = Session.open(tmp_path / "sessions" / "song")
+    assert session.state.current == 1 and session.state.samples == int(seconds * sr)
+    take = session.find_take("take001")
+    assert sf.info(str(session.folder / take.file)).frames == int(seconds * sr)
+    log = stream["log"]  # back to back, the whole take
+    assert stream["have"] == int(seconds * sr) and all(a["end"] == b["start"] for a, b in zip(log, log[1:]))
 
 
 def test_studio_command_refuses_missing_models(tmp_path, capsys, monkeypatch):

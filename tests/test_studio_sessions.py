@@ -87,34 +87,49 @@ def test_mute_and_solo_take_the_mix_apart(studio, tmp_path):
     assert session_files(folder) == before
 
 
-def test_a_take_streams_into_the_player(studio, tmp_path):
-    """A 1.5 s song fits one window: the first take over the mix arrives as growing WAVs at the
-    song's rate while the model runs, and the last one agrees with the written take's preview."""
-    name = new_song(studio, tmp_path, 1.5)
-    got: list[Path] = []
-    result = studio.generate(name, "drums", bpm_mode=OFF, takes=2, seed=3, stream=got.append)
-    assert len(got) >= 1
-    session = studio.workspace.open(name)
+def joined_stream(got, session) -> np.ndarray:
+    """The chunks of one stream joined, after checking them: one stream, at the session's rate
+    and channels, each starting where the last ended."""
     s = session.state
-    lengths = []
-    for path in got:
-        info = sf.info(str(path))
+    assert len(got) >= 1 and len({c.stream for c in got}) == 1
+    pieces = []
+    for chunk in got:
+        info = sf.info(str(chunk.path))
         assert info.samplerate == s.sample_rate and info.channels == s.channels
-        lengths.append(info.frames)
-    assert lengths == sorted(lengths) and 0 < lengths[-1] < s.samples
+        assert chunk.start == sum(p.shape[-1] for p in pieces)
+        pieces.append(read(chunk.path))
+    return np.concatenate(pieces, axis=-1)
+
+
+def test_a_take_streams_into_the_player(studio, tmp_path):
+    """A 1.5 s song fits one window: the first take over the mix arrives in chunks at the song's
+    rate while the model runs, back to back, and agrees with the written take's preview."""
+    name = new_song(studio, tmp_path, 1.5)
+    got: list = []
+    result = studio.generate(name, "drums", bpm_mode=OFF, takes=2, seed=3, stream=got.append)
+    session = studio.workspace.open(name)
+    joined = joined_stream(got, session)
+    assert 0 < joined.shape[-1] < session.state.samples
     final = read(session.folder / result.takes[0].mix_file)
-    partial = read(got[-1])
-    m = lengths[-1] // 2  # away from the resampler's edge at the end of the partial
-    corr = np.corrcoef(partial[:, :m].ravel(), final[:, :m].ravel())[0, 1]
+    m = joined.shape[-1] // 2  # away from the resampler's edge at the end of the partial
+    corr = np.corrcoef(joined[:, :m].ravel(), final[:, :m].ravel())[0, 1]
     assert corr > 0.99, corr
 
 
-def test_a_long_song_does_not_stream(studio, tiny_model, tmp_path):
-    """Past one window the take is made by long-form windows, decoded as wholes: no streamer."""
+def test_a_long_song_streams_window_by_window(studio, tiny_model, tmp_path):
+    """Past one window the take is made by long-form windows: it streams a chunk per window but
+    the last (the end comes with the written take), and the stream agrees with the take."""
     name = new_song(studio, tmp_path, 10.5, sr=8_000)
     session = studio.workspace.open(name)
     assert not fits_one_window(tiny_model, session.state.samples / session.state.sample_rate)
-    assert studio._streamer(session, tiny_model, lambda path: None) is None
+    got: list = []
+    result = studio.generate(name, "drums", bpm_mode=OFF, takes=1, seed=3, stream=got.append)
+    joined = joined_stream(got, session)
+    assert len(got) >= 1 and 0 < joined.shape[-1] < session.state.samples
+    final = read(session.folder / result.takes[0].mix_file)
+    m = joined.shape[-1] - 8_000 // 10  # away from the resampler's edge at the end of the stream
+    corr = np.corrcoef(joined[:, :m].ravel(), final[:, :m].ravel())[0, 1]
+    assert corr > 0.99, corr
 
 
 def test_the_callers_cancel_event_stops_the_take(studio, tmp_path):

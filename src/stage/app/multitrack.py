@@ -10,8 +10,8 @@ works offline) draws and plays them:
   sample-locked; mute and solo set each lane's gain to its factor or 0, as `mixer.audible`, so
   all lanes heard play exactly the current mix and any selection plays what `mixer.mix_lanes`
   writes (tests/test_studio.py renders both and compares them).
-- `stream_html`: the take being generated, as a WAV of the take so far over the mix; the player
-  schedules only the new samples of each right after the previous ones, so the stream plays
+- `stream_html`: the take being generated, as the WAVs of its new samples over the mix so far
+  (`StreamChunk`s); the player schedules each right after the previous one, so the stream plays
   gaplessly while the model runs.
 
 Files are served by Gradio's file route from the sessions and work folders (`allowed_paths`);
@@ -94,12 +94,16 @@ def multitrack_html(spec: dict | None) -> str:
     return f"<div class='stage-mt' data-stage-multitrack=\"{payload}\">loading the lanes…</div>"
 
 
-def stream_html(path: Path | None, rate: int = 0, take: str = "", done: bool = False) -> str:
-    """The element studio.js plays as a gapless stream: `path` holds the take so far over the
-    mix (each new one extends the last); `take` names the stream, so a new take starts afresh."""
-    if path is None:
+def stream_html(chunks: list | None, rate: int = 0, done: Path | None = None) -> str:
+    """The element studio.js plays as a gapless stream: `chunks` (`StreamChunk`s of one take, in
+    order) each hold the take over the mix from its `start` sample on; `done`, the take's own
+    preview once it is written, ends the stream (the player takes what it lacks from it)."""
+    if not chunks:
         return "<div class='stage-stream'>A take streams here while it is generated.</div>"
-    spec = {"id": take, "url": file_url(path), "rate": rate, "done": done}
+    parts = [{"url": file_url(c.path), "start": c.start} for c in chunks]
+    if done is not None:
+        parts.append({"url": file_url(done), "start": 0})
+    spec = {"id": chunks[0].stream, "rate": rate, "chunks": parts, "done": done is not None}
     payload = html.escape(json.dumps(spec, separators=(",", ":")), quote=True)
     return (f"<div class='stage-stream' data-stage-stream=\"{payload}\">"
-            f"<span class='sst-status'>streaming {html.escape(take)}…</span></div>")
+            f"<span class='sst-status'>streaming…</span></div>")

@@ -209,16 +209,19 @@ def build_page(studio: Studio):
             worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
             worker.start()
             keep = [gr.skip()] * len(view_outputs)
-            last = None  # (the stream's name, its rate): the player joins every chunk of one name
+            sent: list = []  # this take's StreamChunks: the player fetches the ones it lacks
+            rate = 0
             try:
                 while True:
                     item = chunks.get()
                     while item is not None and not chunks.empty():
+                        sent.append(item)
                         item = chunks.get()
                     if item is None:
                         break
-                    last = (item.stem.rsplit("_", 1)[0], sf.info(str(item)).samplerate)
-                    yield [*keep, stream_html(item, last[1], last[0])]
+                    sent.append(item)
+                    rate = rate or sf.info(str(item.path)).samplerate
+                    yield [*keep, stream_html(sent, rate)]
                 worker.join()
             finally:
                 if worker.is_alive():
@@ -227,8 +230,7 @@ def build_page(studio: Studio):
                 raise outcome["error"]
             result = outcome["result"]
             # The stream ends on the first take's own preview, so its player gets the whole take.
-            end = (stream_html(studio.workspace.path(name) / result.takes[0].mix_file, last[1], last[0], done=True)
-                   if last else gr.skip())
+            end = stream_html(sent, rate, studio.workspace.path(name) / result.takes[0].mix_file) if sent else gr.skip()
             yield [*refresh(name, stem_v, result.takes[-1].id), end]
 
         @guard_stream

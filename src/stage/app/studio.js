@@ -5,7 +5,7 @@
 // data attribute (stage.app.multitrack):
 //   [data-stage-multitrack]: the lanes of the current mix (the starting mix and each accepted stem,
 //     each with the factor it has in the mix: stage.app.mixer.lane_factors) and the beat grid;
-//   [data-stage-stream]: the take being generated, as a WAV of the take so far over the mix.
+//   [data-stage-stream]: the take being generated, as WAVs of its new samples over the mix.
 // A MutationObserver finds them whenever Gradio renders them.
 //
 // Lanes: every lane is decoded at the song's own sample rate (an AudioContext at that rate, so
@@ -14,8 +14,9 @@
 // not (mute / solo as stage.app.mixer.audible). All lanes heard play exactly the current mix.
 // Click a lane to play from there; space bar plays / pauses when the lanes have the focus.
 //
-// Stream: each new WAV holds the take so far; only the samples beyond what is already scheduled
-// are taken from it and scheduled right after the previous piece (start time = first start +
+// Stream: the spec lists every chunk of the take so far (a WAV of the take over the mix from a
+// given sample on); each one not fetched yet is fetched and what it holds beyond the samples
+// already scheduled is scheduled right after the previous piece (start time = first start +
 // samples so far / rate), so the pieces play back to back with no gap. When the generator falls
 // behind the player, the next piece starts as soon as it arrives (an underrun, counted).
 //
@@ -284,7 +285,7 @@
 
     reset(spec) {
       for (const s of this.sources || []) { try { s.stop(); } catch (e) { /* never started */ } }
-      Object.assign(this, { id: spec.id, rate: spec.rate, ctx: context(spec.rate), have: 0, t0: null, sources: [],
+      Object.assign(this, { id: spec.id, rate: spec.rate, ctx: context(spec.rate), have: 0, next: 0, t0: null, sources: [],
                             pieces: [], log: [], underruns: 0, done: false, error: null });
     }
 
@@ -295,34 +296,44 @@
     }
 
     async append(spec) {
+      // spec.chunks: every chunk of the take so far, in order, each a WAV from sample `start` on;
+      // the ones not fetched yet are fetched, and what they hold beyond `have` is scheduled.
       if (spec.id !== this.id) this.reset(spec);
-      const buffer = await fetchBuffer(this.ctx, spec.url);
-      if (buffer.sampleRate !== this.rate) throw new Error(`decoded at ${buffer.sampleRate} Hz, not ${this.rate}`);
-      const start = this.have, end = buffer.length;
-      if (end > start) {
-        const piece = this.ctx.createBuffer(buffer.numberOfChannels, end - start, this.rate);
-        const data = [];
-        for (let c = 0; c < buffer.numberOfChannels; c++) {
-          const samples = buffer.getChannelData(c).slice(start, end);
-          piece.copyToChannel(samples, c);
-          data.push(samples);
-        }
-        const now = this.ctx.currentTime;
-        if (this.t0 === null) this.t0 = now + 0.1;
-        let when = this.t0 + start / this.rate; // right after the previous piece: no gap
-        let underrun = false;
-        if (when < now + 0.02) { // the player ran dry: go on as soon as possible
-          underrun = true; this.underruns += 1;
-          this.t0 += now + 0.05 - when; when = now + 0.05;
-        }
-        const src = this.ctx.createBufferSource();
-        src.buffer = piece; src.connect(this.ctx.destination); src.start(when);
-        this.sources.push(src); this.pieces.push(data);
-        this.log.push({ start, end, when, underrun, url: spec.url });
-        this.have = end;
+      for (; this.next < spec.chunks.length; this.next++) {
+        const chunk = spec.chunks[this.next];
+        if (chunk.start > this.have) throw new Error(`chunk ${this.next} starts at ${chunk.start}, after ${this.have}`);
+        const buffer = await fetchBuffer(this.ctx, chunk.url);
+        if (buffer.sampleRate !== this.rate) throw new Error(`decoded at ${buffer.sampleRate} Hz, not ${this.rate}`);
+        this.schedule(buffer, this.have - chunk.start, chunk.url);
       }
       this.done = Boolean(spec.done);
       this.show();
+    }
+
+    schedule(buffer, from, url) {
+      // Play buffer[from:] right after what is scheduled already.
+      const n = buffer.length - from;
+      if (n <= 0) return;
+      const piece = this.ctx.createBuffer(buffer.numberOfChannels, n, this.rate);
+      const data = [];
+      for (let c = 0; c < buffer.numberOfChannels; c++) {
+        const samples = buffer.getChannelData(c).slice(from);
+        piece.copyToChannel(samples, c);
+        data.push(samples);
+      }
+      const now = this.ctx.currentTime, start = this.have;
+      if (this.t0 === null) this.t0 = now + 0.1;
+      let when = this.t0 + start / this.rate; // right after the previous piece: no gap
+      let underrun = false;
+      if (when < now + 0.02) { // the player ran dry: go on as soon as possible
+        underrun = true; this.underruns += 1;
+        this.t0 += now + 0.05 - when; when = now + 0.05;
+      }
+      const src = this.ctx.createBufferSource();
+      src.buffer = piece; src.connect(this.ctx.destination); src.start(when);
+      this.sources.push(src); this.pieces.push(data);
+      this.log.push({ start, end: start + n, when, underrun, url, from });
+      this.have = start + n;
     }
 
     show() {
@@ -343,7 +354,7 @@
 
     state() {
       return { id: this.id, rate: this.rate, have: this.have, done: this.done, underruns: this.underruns, error: this.error,
-               log: (this.log || []).map(({ start, end, when, underrun, url }) => ({ start, end, when, underrun, url })) };
+               log: (this.log || []).map(({ start, end, when, underrun, url, from }) => ({ start, end, when, underrun, url, from })) };
     }
   }
 

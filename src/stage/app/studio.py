@@ -9,7 +9,8 @@ version), rejects or regenerates them; any earlier mix version can be made curre
 the whole song exports as a zip of WAVs plus the sidecars. A generation shows
 its progress on the takes it is making (`Job`: "drums take003, take004: generating", a bar) and
 Cancel stops it at the next decoding step, writing nothing (stage.generate.cancel); while it
-runs, the first take streams into a player (`generate(stream=...)`, a song of one model window).
+runs, the first take streams into a player (`generate(stream=...)`, window by window past one
+model window).
 
 The job functions here (`new_session`, `generate`, `accept`, ...) are thin wrappers over
 `Session`, the same calls as the CLI. Requests go through Gradio's queue; a model is used by one
@@ -116,6 +117,17 @@ class SessionView:
     multitrack: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StreamChunk:
+    """A piece of the take being generated, for a streaming player: `path` (a WAV at the
+    session's rate and channels) holds the first take over the mix from sample `start` on;
+    `stream` names the take's stream (its chunks follow each other with no gap or overlap)."""
+
+    path: Path
+    start: int
+    stream: str
+
+
 @dataclass
 class Job:
     """A generation in progress: its session and stem, the takes it is making (known once it has
@@ -209,15 +221,15 @@ class Studio:
         return name
 
     def generate(self, name: str, stem: str, model: str | None = None, progress=None,
-                 stream: Callable[[Path], None] | None = None, cancel: threading.Event | None = None, **form):
+                 stream: Callable[[StreamChunk], None] | None = None, cancel: threading.Event | None = None, **form):
         """Generate takes of `stem` over the session's current mix (form: see `take_settings`).
         Returns the store's `SessionTakes`; progress(fraction, desc) follows the job, its desc
         naming the takes ("drums take003, take004: generating"). `cancel(name)` from another
         request stops it: `Cancelled`, and the session folder stays as it was.
-        stream(path): while the model runs, the first take so far over the mix, a WAV in the work
-        folder, about once a second of stem (only for a song that fits one model window: long-form
-        windows are decoded as wholes, stage.generate.pipeline). cancel: an event of the caller's
-        that stops this job too (the page sets it when the request is closed early)."""
+        stream(chunk): while the model runs, the first take over the mix as it grows, a
+        `StreamChunk` (a WAV of the new samples in the work folder) about once a second of stem, or
+        after each long-form window past one model window. cancel: an event of the caller's that
+        stops this job too (the page sets it when the request is closed early)."""
         settings = take_settings(stem, **form)  # every option is checked before the model loads
         with self.job(name, settings.stem, progress, cancel) as job:  # cancellable from here on
             job.report(0.0, "waiting for the model")
@@ -241,28 +253,31 @@ class Studio:
                                                        ctx.tracker or "metronome")
         return result
 
-    def _streamer(self, session, model, stream: Callable[[Path], None]) -> Callable[[np.ndarray], None] | None:
-        """The `on_partial` for `Session.add_takes` that hands `stream` the first take so far over
-        the session's mix (a new WAV per chunk: a player reloads a changed name, never a half
-        file); None when the song is longer than one window (it cannot stream)."""
+    def _streamer(self, session, model, stream: Callable[[StreamChunk], None]) -> Callable[[np.ndarray], None]:
+        """The `on_partial` for `Session.add_takes` that hands `stream` the first take over the
+        session's mix as it grows: each `StreamChunk` a WAV of the samples new since the last one
+        (written whole, then renamed: a player never reads half a file). A song longer than one
+        model window streams window by window (each chunk is the stem up to the next window's
+        crossfade, stage.generate.longform)."""
         from stage.audio import save_audio
-        from stage.generate.pipeline import fits_one_window
         from stage.generate.render import mix_with_headroom
 
         s = session.state
-        if not fits_one_window(model, s.samples / s.sample_rate):
-            return None
         mix = session.load_current_mix()
         folder = self.work_dir / "stream" / session.folder.name
         folder.mkdir(parents=True, exist_ok=True)
-        count = [0]
-        stream_id = time.time_ns()  # names this take's stream: every chunk's file starts with it
+        name = f"{time.time_ns()}"  # this take's stream: every chunk's file starts with it
+        sent = [0, 0]  # samples handed out, chunks written
 
         def on_partial(stems: np.ndarray) -> None:  # [B, C, m], m <= N
-            count[0] += 1
-            preview, _ = mix_with_headroom(mix[:, :stems.shape[-1]], stems[0])
-            out = folder / f"{stream_id}_{count[0]:04d}.wav"
-            stream(save_audio(out, preview, s.sample_rate, overwrite=True))
+            m = stems.shape[-1]
+            if m <= sent[0]:
+                return
+            preview, _ = mix_with_headroom(mix[:, :m], stems[0])
+            sent[1] += 1
+            out = folder / f"{name}_{sent[1]:04d}.wav"
+            stream(StreamChunk(save_audio(out, preview[:, sent[0]:], s.sample_rate, overwrite=True), sent[0], name))
+            sent[0] = m
 
         return on_partial
 

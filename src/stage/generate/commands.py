@@ -175,7 +175,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="stage-takes", help="output folder, created if needed (default ./stage-takes)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--stream", action="store_true",
-                   help="write each stem progressively while it is generated (a take of one window at most)")
+                   help="write each stem progressively while it is generated (every --stream-seconds of stem; "
+                        "past one model window, after each long-form window)")
     p.add_argument("--stream-seconds", type=float,
                    help=f"with --stream: stem seconds between file updates (default {STREAM_SECONDS:g})")
     p.set_defaults(func=run_generate)
@@ -358,16 +359,15 @@ def run_generate(args: argparse.Namespace) -> int:
         if settings.context_mode == "beats" and not args.quiet:
             print("tracking beats ...", file=sys.stderr)
         plan = plan_takes(settings, mix, sr, model.sample_rate)
-        if chunk is not None and not fits_one_window(model, plan.seconds):
-            raise StageError(f"--stream writes takes of one window at most ({model.config.window_seconds:g} s for "
-                             f"{model_source}); this take is {plan.seconds:g} s: drop --stream or give --seconds")
         check_free([p for n in plan.names(prefix) for p in take_paths(out, n)], args.force)
         if not args.quiet:
             print(describe_context(plan), file=sys.stderr)
         if chunk is not None:
             streamed = StemStream([take_paths(out, n)[0] for n in plan.names(prefix)], plan.sample_rate)
             if not args.quiet:
-                print(f"streaming to {', '.join(str(p) for p in streamed.paths)} (every {chunk:g} s of stem)", file=sys.stderr)
+                every = (f"every {chunk:g} s of stem" if fits_one_window(model, plan.seconds)
+                         else "after each long-form window")
+                print(f"streaming to {', '.join(str(p) for p in streamed.paths)} ({every})", file=sys.stderr)
         bar = ProgressBar(f"{stem} x{settings.variations}", args.quiet)
         try:
             with generation_threads(args.threads, model.lm.num_parameters()):

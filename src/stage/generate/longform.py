@@ -129,27 +129,52 @@ def stitch(pieces: list[np.ndarray], windows: list[Window], hop: int, crossfade:
       (clamped to it).
     Returns [..., windows[-1].end * hop]: piece w placed at sample windows[w].start * hop.
     """
-    lead = pieces[0].shape[:-1]
-    total = windows[-1].end * hop
-    out = np.zeros((*lead, total), dtype=np.float64)
-    cut = 0  # first output sample not yet written
-    for w, (win, piece) in enumerate(zip(windows, pieces)):
-        if piece.shape[-1] != win.frames * hop:
-            raise ValueError(f"window {w}: {piece.shape[-1]} samples, expected {win.frames * hop}")
-        a = win.start * hop
+    joined = Stitcher(pieces[0].shape[:-1], windows, hop, crossfade, shape)
+    for piece in pieces:
+        joined.add(piece)
+    return joined.out
+
+
+class Stitcher:
+    """`stitch`, one window at a time: `add` places the next window's piece; `final` is how many
+    samples of `out` no later window changes (a window writes only from its crossfade on)."""
+
+    def __init__(self, lead: tuple[int, ...], windows: list[Window], hop: int, crossfade: int, shape: str = "power"):
+        self.windows, self.hop, self.crossfade, self.shape = windows, hop, crossfade, shape
+        self.out = np.zeros((*lead, windows[-1].end * hop), dtype=np.float64)
+        self.added = 0
+        self.cut = 0  # first output sample not yet written
+
+    def _fade_start(self, w: int) -> tuple[int, int]:
+        """Window w's crossfade: (its first sample, its length), centred in the overlap."""
+        a = self.windows[w].start * self.hop
+        overlap = self.cut - a  # samples both windows cover (the prompt region)
+        n = min(self.crossfade, overlap)
+        return a + overlap // 2 - n // 2, n
+
+    def add(self, piece: np.ndarray) -> None:
+        w = self.added
+        win = self.windows[w]
+        if piece.shape[-1] != win.frames * self.hop:
+            raise ValueError(f"window {w}: {piece.shape[-1]} samples, expected {win.frames * self.hop}")
+        a, out = win.start * self.hop, self.out
         if w == 0:
             out[..., : piece.shape[-1]] = piece
-            cut = piece.shape[-1]
-            continue
-        overlap = cut - a  # samples both windows cover (the prompt region)
-        n = min(crossfade, overlap)
-        mid = a + overlap // 2
-        f0 = mid - n // 2  # crossfade [f0, f0 + n), centred in the overlap
-        fade_out, fade_in = crossfade_gains(n, shape)
-        out[..., f0 : f0 + n] = out[..., f0 : f0 + n] * fade_out + piece[..., f0 - a : f0 - a + n] * fade_in
-        out[..., f0 + n : a + piece.shape[-1]] = piece[..., f0 + n - a :]
-        cut = a + piece.shape[-1]
-    return out
+        else:
+            f0, n = self._fade_start(w)
+            fade_out, fade_in = crossfade_gains(n, self.shape)
+            out[..., f0 : f0 + n] = out[..., f0 : f0 + n] * fade_out + piece[..., f0 - a : f0 - a + n] * fade_in
+            out[..., f0 + n : a + piece.shape[-1]] = piece[..., f0 + n - a :]
+        self.cut = a + piece.shape[-1]
+        self.added += 1
+
+    @property
+    def final(self) -> int:
+        """Samples of `out` that are final: all once every window is in, else up to the next
+        window's crossfade."""
+        if self.added == len(self.windows):
+            return self.out.shape[-1]
+        return self._fade_start(self.added)[0] if self.added else 0
 
 
 @dataclass
@@ -193,6 +218,7 @@ def generate_longform(
     on_window: Callable[[Window, Tensor | None], None] | None = None,
     extra_steps: int = 0,
     first_prompt: int = 0,
+    on_audio: Callable[[np.ndarray, int, bool], None] | None = None,
 ) -> LongformOutput:
     """Generate a stem of `total_frames` frames window by window (see the module docstring).
 
@@ -208,6 +234,9 @@ def generate_longform(
       delay, §3.4), so that `progress(step, total)` counts every iteration of every window.
     first_prompt: frames of the caller's continuation; `run` gets prompt=None for the first window
       and must supply those codes itself.
+    on_audio(audio [B, 1, n], first_sample, last): streaming, called after each window with the
+      stem's audio that has become final (up to the next window's crossfade, in whole frames;
+      everything left after the last window); the pieces joined are `audio` exactly.
     """
     window, context, prompt = params.frames(frame_rate)
     available = None if mix is None else -(-mix.shape[-1] // hop)
@@ -215,7 +244,9 @@ def generate_longform(
     steps_per = [w.frames - w.prompt + extra_steps for w in plan]
     done = 0
     codes: Tensor | None = None
-    pieces = []
+    joined: Stitcher | None = None
+    sent = 0  # samples handed to on_audio
+    crossfade = int(round(params.crossfade_seconds * frame_rate * hop))
     out = LongformOutput(codes=None, audio=None, windows=plan)  # type: ignore[arg-type]
     for win, n_steps in zip(plan, steps_per):
         t0 = time.perf_counter()
@@ -241,11 +272,18 @@ def generate_longform(
         out.decode_seconds += getattr(result, "decode_seconds", 0.0)
         out.steps += getattr(result, "steps", 0)
         t1 = time.perf_counter()
-        pieces.append(decode(new))  # [B, 1, frames * hop]
+        piece = decode(new)  # [B, 1, frames * hop]
         out.codec_decode_seconds += time.perf_counter() - t1
+        if joined is None:
+            joined = Stitcher(piece.shape[:-1], plan, hop, crossfade, params.crossfade_shape)
+        joined.add(piece)
         done += n_steps
-    crossfade = int(round(params.crossfade_seconds * frame_rate * hop))
-    assert codes is not None  # plan_windows gives at least one window
+        last = joined.added == len(plan)
+        ready = joined.final if last else joined.final // hop * hop
+        if on_audio is not None and (ready > sent or last):
+            on_audio(joined.out[..., sent:ready].astype(np.float32), sent, last)
+            sent = ready
+    assert codes is not None and joined is not None  # plan_windows gives at least one window
     out.codes = codes
-    out.audio = stitch(pieces, plan, hop, crossfade, params.crossfade_shape).astype(np.float32)
+    out.audio = joined.out.astype(np.float32)
     return out

@@ -16,8 +16,9 @@ Streaming: `on_chunk` receives the stem's audio while it is generated, an `Audio
 `tokens.stream.StreamingDecoder`; the chunks joined are the result's audio (before resampling),
 equal to the offline decode of the same codes to float rounding (the decoder's LSTM state is
 carried from chunk to chunk; tolerance stated there). The codes are
-exactly those of a run without streaming. Only a take that fits one window streams (long-form
-windows are decoded and crossfaded as wholes; such a call is refused with a StageError).
+exactly those of a run without streaming. A take longer than one window streams window by
+window: after each long-form window, the stem up to the next window's crossfade is final and is
+handed out (`generate_longform(on_audio=...)`); those chunks joined are the result's audio exactly.
 
 The model keeps what is worth keeping between calls in `model.generation_cache` (a plain dict,
 never in the state dict): the LM converted for a precision (`cached_lm`) and the last
@@ -169,16 +170,17 @@ def generate_stems(
                 f"window ({window.window_seconds} s) for long-form generation"
             )
     stream = None
+    by_window: Callable[[np.ndarray, int, bool], None] | None = None
     if on_chunk is not None:
         if options.engine != "cached":
             raise StageError("streaming needs the cached engine (engine='cached')")
-        if not fits_one_window(model, seconds, window):
-            raise StageError(f"streaming covers one window ({window.window_seconds:g} s); this take is {seconds:g} s "
-                             "and would be generated window by window (long-form is not streamed)")
         if not isinstance(chunk_seconds, (int, float)) or not np.isfinite(chunk_seconds) or chunk_seconds <= 0:
             raise OptionError("chunk_seconds", f"must be a number > 0, got {chunk_seconds!r}")
-        stream = _Stream(on_chunk, StreamingDecoder(model.codec),
-                         max(1, int(round(chunk_seconds * model.frame_rate))), t0)
+        if fits_one_window(model, seconds, window):
+            stream = _Stream(on_chunk, StreamingDecoder(model.codec),
+                             max(1, int(round(chunk_seconds * model.frame_rate))), t0)
+        else:
+            by_window = _window_chunks(on_chunk, model.codec.hop_length, t0)
     cond = model.text([options.prompt])  # [1, L, D], shared by every variation
     t_text = time.perf_counter()
     base = options.seed if options.seed is not None else secrets.randbelow(2**31)
@@ -198,7 +200,7 @@ def generate_stems(
         run_window, model.encode_model_audio, model.decode_model_audio if stream is None else stream.finish, mix,
         total_frames, window,
         model.frame_rate, model.codec.hop_length, progress=progress, extra_steps=max(model.config.lm.delays),
-        first_prompt=0 if prompt_codes is None else prompt_codes.shape[-1],
+        first_prompt=0 if prompt_codes is None else prompt_codes.shape[-1], on_audio=by_window,
     )
     t_lm_end = time.perf_counter()
     stems = model.finish_audio(out.audio, num_samples, output_rate, channels)
@@ -220,6 +222,14 @@ def generate_stems(
     timings["real_time_factor"] = timings["total"] / seconds
     timings["x_real_time"] = seconds / timings["total"]
     return GenerationResult(stems=stems, sample_rate=output_rate, codes=out.codes.cpu(), seeds=seeds, timings=timings)
+
+
+def _window_chunks(on_chunk: Callable[[AudioChunk], None], hop: int, t0: float) -> Callable[[np.ndarray, int, bool], None]:
+    """Long-form streaming: `generate_longform`'s on_audio (the audio made final by each window)
+    as `AudioChunk`s."""
+    def on_audio(audio: np.ndarray, first: int, last: bool) -> None:
+        on_chunk(AudioChunk(audio, first // hop, (first + audio.shape[-1]) // hop, last, time.perf_counter() - t0))
+    return on_audio
 
 
 class _Stream:

@@ -252,7 +252,7 @@ class Session:
         cancel: set from another thread to stop the takes (`Cancelled`, see cancel.py); it is
         checked before the model starts, after every decoding step and before anything is
         written, so a cancelled call leaves the folder as it was. on_partial(stems [B, C, m]):
-        streaming, the stems so far (render.render_takes; only for a mix that fits one window)."""
+        streaming, the stems so far (render.render_takes)."""
         if settings.metronome_only or settings.seconds is not None:
             raise StageError("a session's takes always cover the whole session mix (no --seconds / --metronome-only)")
         check_cancel(cancel)
