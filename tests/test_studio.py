@@ -600,6 +600,7 @@ def test_studio_in_a_browser(tiny_model, tmp_path, patient_launch):
                                       sf.read(str(folder / bass.file), always_2d=True)[0])
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.browser
 def test_a_ten_minute_song_in_a_browser(tiny_model, tmp_path, patient_launch):
@@ -637,8 +638,8 @@ def test_a_ten_minute_song_in_a_browser(tiny_model, tmp_path, patient_launch):
                 # While the model runs, the take streams in, a window at a time.
                 page.wait_for_function("(window.stageStudio.stream?.state().log.length || 0) >= 2", timeout=600_000)
                 assert not page.evaluate("window.stageStudio.stream.done")
-                page.locator("#takes-table").filter(has_text="take001").wait_for(timeout=1_200_000)
-                page.wait_for_function("window.stageStudio.stream?.done", timeout=60_000)
+                page.locator("#take").get_by_label("take001").wait_for(timeout=1_800_000)  # the take is written
+                page.wait_for_function("window.stageStudio.stream?.done", timeout=120_000)
                 stream = page.evaluate("window.stageStudio.stream.state()")
                 page.locator("#accept").click()
                 page.wait_for_function(LANES_READY, arg=["song", "drums take001"], timeout=300_000)
