@@ -13,8 +13,8 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import fake_stem, make_fake_folder_dataset
 
+from helpers import fake_stem, make_fake_folder_dataset
 from stage.data.augment import augment, pitch_shift, time_stretch
 from stage.data.manifest import load_manifest, prepare_manifest
 from stage.data.metronome import render_clicks
@@ -145,6 +145,51 @@ def test_a_window_without_beats_keeps_the_mix_context(data):
             assert matching_subset(root, ex, ["bass", "guitar", "piano"])
 
 
+@pytest.mark.parametrize("speed_prob", [0.0, 1.0])
+def test_click_mix_adds_the_click_to_the_mix_and_changes_no_other_window(data, speed_prob):
+    """A "mix+click" context is the very mix the same seed gives without click_mix_prob, plus the
+    window's click track times the recorded gain; every other window is byte for byte the one of
+    the config without click_mix_prob (no extra random number is drawn for it)."""
+    _, manifest = data
+    songs = {s.id: s for s in load_manifest(manifest).songs}
+    base = dict(metronome_prob=0.3, speed_prob=speed_prob, click_mix_gain_db=(-20.0, -6.0))
+    plain = StemDataset(manifest, config(**base), length=24, seed=4)
+    scaffold = StemDataset(manifest, config(**base, click_mix_prob=0.5), length=24, seed=4)
+    kinds = []
+    for i in range(len(plain)):
+        a, b = plain[i], scaffold[i]
+        kinds.append(b.context_kind)
+        assert np.array_equal(a.target, b.target) and (a.song, a.start, a.speed) == (b.song, b.start, b.speed)
+        if b.context_kind != "mix+click":
+            assert b.click_gain_db is None and a.context_kind == b.context_kind
+            assert a.context.tobytes() == b.context.tobytes()
+            continue
+        assert a.context_kind == "mix" and len(a.context) == len(b.context) and -20.0 <= b.click_gain_db <= -6.0
+        inside = lambda t: t[(t >= 0) & (t < 2.0)]  # noqa: E731
+        song = songs[b.song]
+        clicks = render_clicks(inside((song.beats - b.start) / b.speed), inside((song.downbeats - b.start) / b.speed),
+                               2.0, SR)[: len(b.context)]
+        assert np.abs(clicks).max() > 0.1  # the context span holds a beat
+        assert np.allclose(b.context - a.context, 10 ** (b.click_gain_db / 20) * clicks, atol=1e-6)
+    assert {"mix", "metronome", "mix+click"} <= set(kinds)
+    assert len({scaffold[i].click_gain_db for i in range(len(scaffold))} - {None}) > 1  # a gain per window
+
+
+def test_a_config_without_click_mix_gives_the_same_windows_as_click_mix_prob_zero(data):
+    """The default (the field unset, as in every config written before it) and an explicit 0 agree
+    byte for byte, with every augmentation on."""
+    _, manifest = data
+    cfg = config(speed_prob=0.5, pitch_prob=0.5, full_context_prob=0.3)
+    assert cfg.click_mix_prob == 0.0
+    explicit = SampleConfig.from_dict({**cfg.to_dict(), "click_mix_prob": 0, "click_mix_gain_db": [-10, 0]})
+    a = StemDataset(manifest, cfg, length=8, seed=9)
+    b = StemDataset(manifest, explicit, length=8, seed=9)
+    for i in range(len(a)):
+        x, y = a[i], b[i]
+        assert x.context.tobytes() == y.context.tobytes() and x.target.tobytes() == y.target.tobytes()
+        assert (x.start, x.context_kind, x.click_gain_db) == (y.start, y.context_kind, None)
+
+
 def test_examples_depend_only_on_seed_and_index(data):
     _, manifest = data
     cfg = config(speed_prob=0.5, pitch_prob=0.5)
@@ -257,6 +302,10 @@ def test_songs_without_a_usable_target(tmp_path):
     (dict(max_context_seconds=3.0), "max_context_seconds <= window_seconds"),
     (dict(min_context_seconds=0.0), "0 < min_context_seconds"),
     (dict(metronome_prob=1.5), "metronome_prob must be a probability"),
+    (dict(click_mix_prob=-0.1), "click_mix_prob must be a probability"),
+    (dict(metronome_prob=0.6, click_mix_prob=0.5), "metronome_prob \\+ click_mix_prob must be <= 1"),
+    (dict(click_mix_gain_db=(0.0, -30.0)), "click_mix_gain_db"),
+    (dict(click_mix_gain_db=(-30.0, float("inf"))), "click_mix_gain_db"),
     (dict(speed_range=(0.0, 1.2)), "speed_range"),
     (dict(pitch_range=(-1.5, 2)), "pitch_range"),
     (dict(max_tries=0), "max_tries must be an integer >= 1"),
@@ -276,6 +325,8 @@ def test_config_from_a_mapping(data):
     cfg = SampleConfig.from_dict({"target_stem": "bass", "speed_range": [0.9, 1.1], "context_stems": ["drums", "piano"]})
     assert cfg.speed_range == (0.9, 1.1) and cfg.context_names == ("drums", "piano")
     assert SampleConfig.from_dict(cfg.to_dict()) == cfg
+    scaffold = SampleConfig.from_dict({"target_stem": "drums", "click_mix_prob": 0.5, "click_mix_gain_db": [-24, -3]})
+    assert scaffold.click_mix_gain_db == (-24, -3) and SampleConfig.from_dict(scaffold.to_dict()) == scaffold
     assert SampleConfig("drums").context_names == tuple(s for s in DEFAULT_CONTEXT_STEMS if s != "drums")
     assert SampleConfig("drums", include_vocals=True).context_names[-1] == "vocals"
     with pytest.raises(ConfigError, match="unknown sample config key 'window'"):
@@ -287,6 +338,8 @@ def test_config_from_a_mapping(data):
     with pytest.raises(ConfigError, match="metronome_prob is 0.5 but no song has beats"):
         StemDataset(no_beats, config())
     assert len(StemDataset(no_beats, config(metronome_prob=0.0))) == 3  # one example per song by default
+    with pytest.raises(ConfigError, match="click_mix_prob is 0.5 but no song has beats"):
+        StemDataset(no_beats, config(metronome_prob=0.0, click_mix_prob=0.5))
     for bad in (dict(length=0), dict(seed=-1)):
         with pytest.raises(ConfigError):
             StemDataset(manifest, config(), **bad)

@@ -12,7 +12,7 @@ from helpers import make_fake_folder_dataset
 from stage.cli import main
 from stage.data.manifest import load_manifest, prepare_manifest
 from stage.data.metronome import render_clicks
-from stage.train.song_tokens import load_stem
+from stage.train.song_tokens import CLICK_GAIN_STREAM, encode, load_stem
 from stage.train.tokens import TokenDataset
 
 WINDOW = 1.0  # seconds
@@ -83,6 +83,38 @@ def test_the_same_seed_gives_the_same_examples_and_another_seed_others(manifest,
     assert all(np.array_equal(a[i].target, b[i].target) for i in range(len(a)))
     assert any(not np.array_equal(a[i].target, c[i].target) for i in range(len(a)))
     assert {a[i].context_kind for i in range(len(a))} == {"mix"}
+
+
+def test_click_mix_windows_are_the_mix_plus_the_click_and_leave_other_windows_alone(manifest, tiny_model, tmp_path):
+    """click_mix_prob (gain from --sample as a YAML list): a "mix+click" context is a window of the
+    song's mix plus its click at the song's drawn gain; every other example is the one the same seed
+    gives without click_mix_prob (the kind draw is the same single uniform)."""
+    assert tokenize(manifest, tmp_path / "plain", "metronome_prob=0.3") == 0
+    assert tokenize(manifest, tmp_path / "scaffold", "metronome_prob=0.3", "click_mix_prob=0.5",
+                    "click_mix_gain_db=[-12,-3]") == 0
+    plain, scaffold = TokenDataset(tmp_path / "plain"), TokenDataset(tmp_path / "scaffold")
+    assert len(plain) == len(scaffold)
+    codec, sr = tiny_model.codec, tiny_model.codec.sample_rate
+    kinds = []
+    for i in range(len(plain)):
+        a, b = plain[i], scaffold[i]
+        kinds.append(b.context_kind)
+        assert np.array_equal(a.target, b.target) and a.song == b.song
+        if b.context_kind != "mix+click":
+            assert a.context_kind == b.context_kind and np.array_equal(a.context, b.context)
+            continue
+        assert a.context_kind == "mix"
+        index = [s.id for s in manifest.select("train")].index(b.song)
+        song = manifest.select("train")[index]
+        n = int(round(song.seconds * sr))
+        gain_db = np.random.default_rng([0, index, CLICK_GAIN_STREAM]).uniform(-12, -3)
+        mix = sum(load_stem(manifest, song, s, sr, n) for s in song.stems if s != "drums")
+        clicks = render_clicks(song.beats, song.downbeats, song.seconds, sr)[:n]
+        codes = encode(codec, mix + np.float32(10 ** (gain_db / 20)) * clicks)
+        starts = offset_of(b.target, encode(codec, load_stem(manifest, song, "drums", sr, n)))
+        assert any(np.array_equal(codes[:, s:s + b.context.shape[1]], b.context) for s in starts)
+        assert not np.array_equal(a.context, b.context)
+    assert "mix+click" in kinds and len(set(kinds)) > 1  # (12 examples: seed 0 draws no plain mix)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CONTEXT_KINDS = ("mix", "metronome", "none")
+CONTEXT_KINDS = ("mix", "metronome", "mix+click", "none")
 
 
 @dataclass
@@ -20,7 +20,8 @@ class AudioExample:
     (Nc <= N, 0 = no context); caption: text prompt ("" = none); song: source id.
 
     Provenance (for debugging and tests): start: window start in the song, seconds; speed /
-    semitones: the augmentation applied (1.0 / 0 = none; see stage.data.augment)."""
+    semitones: the augmentation applied (1.0 / 0 = none; see stage.data.augment); click_gain_db:
+    the click's gain in a "mix+click" context (None otherwise; see stage.data.samples)."""
 
     target: np.ndarray
     context: np.ndarray
@@ -30,6 +31,7 @@ class AudioExample:
     start: float = 0.0
     speed: float = 1.0
     semitones: int = 0
+    click_gain_db: float | None = None
 
 
 @dataclass

@@ -15,7 +15,13 @@ For every example (`StemDataset[index]`):
 5. with `metronome_prob` the context is REPLACED (never mixed) by a click track of the song's
    beats and downbeats inside the window, re-based to the window start and divided by the speed
    factor, rendered with `render_clicks` at `sample_rate` (§4); a window whose context span has
-   no beat keeps the stem mix (counted in `skips["metronome_fallback"]`);
+   no beat keeps the stem mix (counted in `skips["metronome_fallback"]`); with `click_mix_prob`
+   (one uniform u per window decides both: u < metronome_prob is the click, then u <
+   metronome_prob + click_mix_prob) the context is the mix PLUS that click track at a gain drawn
+   uniform in dB in `click_mix_gain_db` (a "click scaffold": the mix's onsets next to a click
+   that says where the beat is), context_kind "mix+click"; a window whose context span has no
+   beat keeps the plain mix (counted in `skips["click_mix_fallback"]`). With click_mix_prob 0 no
+   extra number is drawn, so the windows of existing configs and seeds do not change;
 6. speed/pitch augmentation with the same factors for target and mix context (never the click
    track, whose times already include the speed), then pad/crop to exactly the window length;
 7. the context is cut to its first U{min..max} context seconds (the full window with
@@ -77,6 +83,9 @@ class SampleConfig:
     U{min..max} seconds of the window (5-10 s); full_context_prob: keep it whole (0.05).
     metronome_prob: replace the context by the click track (0.5: the drums config, §4; the bass
     config is not in the authors' repository, §11).
+    click_mix_prob: the share of windows whose context is the mix plus the song's click track (not
+    the authors'; metronome_prob + click_mix_prob <= 1); click_mix_gain_db: [low, high], the
+    click's gain, uniform in dB, relative to render_clicks' level (-30..0).
     context_stems: stems that may form the context (the target is removed from it); vocals need
     include_vocals=True (the paper never used them).
     speed_prob / speed_range, pitch_prob / pitch_range: augmentation (the authors: 0.5 / 0.8-1.2
@@ -93,6 +102,8 @@ class SampleConfig:
     max_context_seconds: float = 10.0
     full_context_prob: float = 0.05
     metronome_prob: float = 0.5
+    click_mix_prob: float = 0.0
+    click_mix_gain_db: tuple[float, float] = (-30.0, 0.0)
     context_stems: tuple[str, ...] = DEFAULT_CONTEXT_STEMS
     include_vocals: bool = False
     speed_prob: float = 0.0
@@ -103,7 +114,7 @@ class SampleConfig:
     max_tries: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("context_stems", "speed_range", "pitch_range"):
+        for name in ("context_stems", "speed_range", "pitch_range", "click_mix_gain_db"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(value))
@@ -149,10 +160,18 @@ class SampleConfig:
             raise ConfigError(
                 f"need 0 < min_context_seconds <= max_context_seconds <= window_seconds, got "
                 f"{self.min_context_seconds}, {self.max_context_seconds}, {self.window_seconds}")
-        for name in ("full_context_prob", "metronome_prob", "speed_prob", "pitch_prob"):
+        for name in ("full_context_prob", "metronome_prob", "click_mix_prob", "speed_prob", "pitch_prob"):
             value = getattr(self, name)
             if not _is_number(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
+        if self.metronome_prob + self.click_mix_prob > 1.0:
+            raise ConfigError(f"metronome_prob + click_mix_prob must be <= 1 (shares of the windows), got "
+                              f"{self.metronome_prob} + {self.click_mix_prob}")
+        if (not isinstance(self.click_mix_gain_db, tuple) or len(self.click_mix_gain_db) != 2
+                or not all(_is_number(v) and np.isfinite(v) for v in self.click_mix_gain_db)
+                or not -120.0 <= self.click_mix_gain_db[0] <= self.click_mix_gain_db[1] <= 20.0):
+            raise ConfigError(f"click_mix_gain_db must be [low, high] dB with -120 <= low <= high <= 20, got "
+                              f"{self.click_mix_gain_db!r}")
         if not isinstance(self.context_stems, tuple) or not self.context_stems:
             raise ConfigError(f"context_stems must be a non-empty list of stems, got {self.context_stems!r}")
         for stem in self.context_stems:
@@ -200,7 +219,7 @@ class StemDataset(torch.utils.data.Dataset):
     target stem, a target silent throughout, or no non-silent context stem; none left raises
     StageError. `skips` counts, per process (each DataLoader worker has its own), the song
     attempts skipped while building examples: "unreadable", "silent" (no good window in
-    max_tries), and "metronome_fallback".
+    max_tries), "metronome_fallback" and "click_mix_fallback".
     """
 
     def __init__(self, manifest: Manifest | str, config: SampleConfig, length: int | None = None, seed: int = 0,
@@ -241,9 +260,10 @@ class StemDataset(torch.utils.data.Dataset):
                 f"no usable song in {where}{self.manifest.path}: {len(candidates)} songs"
                 f"{' (' + detail + ')' if detail else ''}; each needs a non-silent {target!r} stem and a non-silent "
                 f"context stem among {', '.join(config.context_names)}")
-        if config.metronome_prob > 0 and not any(len(s.beats) for s in songs):
-            raise ConfigError(f"metronome_prob is {config.metronome_prob} but no song has beats; run `stage prepare` "
-                              f"with --beats madmom or librosa, or set metronome_prob to 0")
+        for name in ("metronome_prob", "click_mix_prob"):
+            if getattr(config, name) > 0 and not any(len(s.beats) for s in songs):
+                raise ConfigError(f"{name} is {getattr(config, name)} but no song has beats; run `stage prepare` "
+                                  f"with --beats madmom or librosa, or set {name} to 0")
         if not self.manifest.root.is_dir():
             raise StageError(f"dataset root {self.manifest.root} does not exist (moved? pass root=...)")
         self.songs: list[SongRecord] = songs
@@ -325,31 +345,39 @@ class StemDataset(torch.utils.data.Dataset):
             return None
         size = int(rng.integers(1, len(live) + 1))
         chosen = [live[i] for i in sorted(rng.choice(len(live), size=size, replace=False))]
-        use_metronome = rng.random() < cfg.metronome_prob
+        u = rng.random()  # one draw for the kind, so click_mix_prob 0 changes no later draw
+        use_metronome = u < cfg.metronome_prob
+        use_click_mix = not use_metronome and u < cfg.metronome_prob + cfg.click_mix_prob
         if rng.random() < cfg.full_context_prob:
             n_context = n
         else:
             low = int(round(cfg.min_context_seconds * sr))
             high = min(n, int(round(cfg.max_context_seconds * sr)))
             n_context = int(rng.integers(low, high + 1))
+        gain_db = float(rng.uniform(*cfg.click_mix_gain_db)) if use_click_mix else None  # (drawn only then)
         kind = "mix"
-        context = None
-        if use_metronome:
+        context = clicks = None
+        if use_metronome or use_click_mix:
             beats = _window_times(song.beats, start, speed, cfg.window_seconds)
             if np.any(beats < n_context / sr):
                 downbeats = _window_times(song.downbeats, start, speed, cfg.window_seconds)
-                context = render_clicks(beats, downbeats, cfg.window_seconds, sr)[:n_context]
-                kind = "metronome"
+                clicks = render_clicks(beats, downbeats, cfg.window_seconds, sr)[:n_context]
             else:
-                self.skips["metronome_fallback"] += 1
-        if context is None:
+                self.skips["metronome_fallback" if use_metronome else "click_mix_fallback"] += 1
+        if use_metronome and clicks is not None:
+            context, kind = clicks, "metronome"
+        else:
             mix = np.sum([stems[name] for name in chosen], axis=0)
             context = augment(mix, sr, speed, semitones, length=n)[:n_context]
+            if use_click_mix and clicks is not None:
+                assert gain_db is not None
+                context = context + np.float32(10.0 ** (gain_db / 20.0)) * clicks
+                kind = "mix+click"
         target = augment(target, sr, speed, semitones, length=n)
         return AudioExample(target=np.ascontiguousarray(target, np.float32),
                             context=np.ascontiguousarray(context, np.float32),
                             caption=song.caption, song=song.id, context_kind=kind, start=start, speed=speed,
-                            semitones=semitones)
+                            semitones=semitones, click_gain_db=gain_db if kind == "mix+click" else None)
 
     def _read(self, files: tuple[StemFile, ...], start: float, seconds: float) -> np.ndarray:
         """Sum of a stem's tracks over [start, start + seconds) of the song -> float32 [round(seconds * sr)],

@@ -220,7 +220,8 @@ def run_tokenize(args: argparse.Namespace) -> int:
         examples = song_examples(manifest, codec, config.target_stem, args.per_song, config.window_seconds,
                                  metronome_prob=config.metronome_prob, seed=args.seed, split=split,
                                  silence_threshold=config.silence_threshold, max_tries=config.max_tries,
-                                 progress=lambda _: bar.update(1))
+                                 progress=lambda _: bar.update(1), click_mix_prob=config.click_mix_prob,
+                                 click_mix_gain_db=config.click_mix_gain_db)
         step = lambda: None  # noqa: E731
     with writer:
         for example in examples:
