@@ -29,11 +29,13 @@ SONG = "song"
 @dataclass(frozen=True)
 class LaneSource:
     """One lane of the current mix: its label on the page ("song", "drums take001"), its WAV
-    (relative to the session folder) and the factor it enters the current mix with."""
+    (relative to the session folder), the factor it enters the current mix with, and the take it
+    is (None for the starting mix)."""
 
     label: str
     file: str
     factor: float
+    take: str | None = None
 
 
 def lane_factors(session: Session) -> list[LaneSource]:
@@ -46,7 +48,8 @@ def lane_factors(session: Session) -> list[LaneSource]:
     for i, version in enumerate(chain[1:], start=1):
         assert version.take is not None  # every version after the start adds a take
         take = session.find_take(version.take)
-        lanes.append(LaneSource(f"{take.stem} {take.id}", take.file, 10 ** (float(version.gain_db) / 20) * after[i]))
+        lanes.append(LaneSource(f"{take.stem} {take.id}", take.file, 10 ** (float(version.gain_db) / 20) * after[i],
+                                take.id))
     return lanes
 
 

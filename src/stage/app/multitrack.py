@@ -25,7 +25,7 @@ import json
 import urllib.parse
 from pathlib import Path
 
-from stage.app.mixer import SONG, lane_factors
+from stage.app.mixer import lane_factors
 from stage.data.beats import BeatGrid
 from stage.generate.session import Session
 
@@ -70,7 +70,7 @@ def lanes_spec(session: Session, grid: BeatGrid | None) -> dict:
     lanes = []
     for lane in lane_factors(session):
         path = session.folder / lane.file
-        caption = "the upload" if lane.label == SONG else _caption(session, lane.label)
+        caption = "the upload" if lane.take is None else _caption(session, lane.take)
         # The file's change time in the URL: a lane rewritten under the same name is fetched again.
         lanes.append({"label": lane.label, "caption": caption, "factor": lane.factor,
                       "url": f"{file_url(path)}?t={path.stat().st_mtime_ns}"})
@@ -81,8 +81,8 @@ def lanes_spec(session: Session, grid: BeatGrid | None) -> dict:
             "grid": grid.describe() if grid else ""}
 
 
-def _caption(session: Session, label: str) -> str:
-    take = session.find_take(label.split(" ")[-1])  # "drums take001"
+def _caption(session: Session, take_id: str) -> str:
+    take = session.find_take(take_id)
     return f"seed {take.seed}, over mix v{take.over_mix}"
 
 
@@ -94,7 +94,7 @@ def multitrack_html(spec: dict | None) -> str:
     return f"<div class='stage-mt' data-stage-multitrack=\"{payload}\">loading the lanes…</div>"
 
 
-def stream_html(chunks: list | None, rate: int = 0, done: Path | None = None) -> str:
+def stream_html(chunks: list | None, done: Path | None = None) -> str:
     """The element studio.js plays as a gapless stream: `chunks` (`StreamChunk`s of one take, in
     order) each hold the take over the mix from its `start` sample on; `done`, the take's own
     preview once it is written, ends the stream (the player takes what it lacks from it)."""
@@ -103,7 +103,7 @@ def stream_html(chunks: list | None, rate: int = 0, done: Path | None = None) ->
     parts = [{"url": file_url(c.path), "start": c.start} for c in chunks]
     if done is not None:
         parts.append({"url": file_url(done), "start": 0})
-    spec = {"id": chunks[0].stream, "rate": rate, "chunks": parts, "done": done is not None}
+    spec = {"id": chunks[0].stream, "rate": chunks[0].rate, "chunks": parts, "done": done is not None}
     payload = html.escape(json.dumps(spec, separators=(",", ":")), quote=True)
     return (f"<div class='stage-stream' data-stage-stream=\"{payload}\">"
             f"<span class='sst-status'>streaming…</span></div>")

@@ -47,7 +47,6 @@ def build_page(studio: Studio):
     """The Gradio Blocks page for `studio` (not launched)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline studio
     import gradio as gr
-    import soundfile as sf
 
     from stage.model.registry import STEMS, models_table
 
@@ -210,7 +209,6 @@ def build_page(studio: Studio):
             worker.start()
             keep = [gr.skip()] * len(view_outputs)
             sent: list = []  # this take's StreamChunks: the player fetches the ones it lacks
-            rate = 0
             try:
                 while True:
                     item = chunks.get()
@@ -220,8 +218,7 @@ def build_page(studio: Studio):
                     if item is None:
                         break
                     sent.append(item)
-                    rate = rate or sf.info(str(item.path)).samplerate
-                    yield [*keep, stream_html(sent, rate)]
+                    yield [*keep, stream_html(sent)]
                 worker.join()
             finally:
                 if worker.is_alive():
@@ -230,7 +227,7 @@ def build_page(studio: Studio):
                 raise outcome["error"]
             result = outcome["result"]
             # The stream ends on the first take's own preview, so its player gets the whole take.
-            end = stream_html(sent, rate, studio.workspace.path(name) / result.takes[0].mix_file) if sent else gr.skip()
+            end = stream_html(sent, studio.workspace.path(name) / result.takes[0].mix_file) if sent else gr.skip()
             yield [*refresh(name, stem_v, result.takes[-1].id), end]
 
         @guard_stream

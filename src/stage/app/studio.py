@@ -120,12 +120,13 @@ class SessionView:
 @dataclass(frozen=True)
 class StreamChunk:
     """A piece of the take being generated, for a streaming player: `path` (a WAV at the
-    session's rate and channels) holds the first take over the mix from sample `start` on;
+    session's `rate` and channels) holds the first take over the mix from sample `start` on;
     `stream` names the take's stream (its chunks follow each other with no gap or overlap)."""
 
     path: Path
     start: int
     stream: str
+    rate: int
 
 
 @dataclass
@@ -240,7 +241,7 @@ class Studio:
                 first = session.state.next_take
                 job.takes = [numbered_take_id(first + i) for i in range(settings.variations)]
                 job.report(0.0, "tracking beats" if settings.context_mode == "beats" else "waiting for the model")
-                on_partial = self._streamer(session, chosen, stream) if stream is not None else None
+                on_partial = self._streamer(session, stream) if stream is not None else None
                 with self.lock:
                     result = session.add_takes(chosen, settings, lambda done, total: job.report(
                         0.02 + 0.96 * done / total, "generating"), extra=meta, cancel=job.cancel,
@@ -253,7 +254,7 @@ class Studio:
                                                        ctx.tracker or "metronome")
         return result
 
-    def _streamer(self, session, model, stream: Callable[[StreamChunk], None]) -> Callable[[np.ndarray], None]:
+    def _streamer(self, session, stream: Callable[[StreamChunk], None]) -> Callable[[np.ndarray], None]:
         """The `on_partial` for `Session.add_takes` that hands `stream` the first take over the
         session's mix as it grows: each `StreamChunk` a WAV of the samples new since the last one
         (written whole, then renamed: a player never reads half a file). A song longer than one
@@ -267,17 +268,18 @@ class Studio:
         folder = self.work_dir / "stream" / session.folder.name
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}"  # this take's stream: every chunk's file starts with it
-        sent = [0, 0]  # samples handed out, chunks written
+        sent = chunks = 0  # samples handed out, chunk files written
 
         def on_partial(stems: np.ndarray) -> None:  # [B, C, m], m <= N
+            nonlocal sent, chunks
             m = stems.shape[-1]
-            if m <= sent[0]:
+            if m <= sent:
                 return
             preview, _ = mix_with_headroom(mix[:, :m], stems[0])
-            sent[1] += 1
-            out = folder / f"{name}_{sent[1]:04d}.wav"
-            stream(StreamChunk(save_audio(out, preview[:, sent[0]:], s.sample_rate, overwrite=True), sent[0], name))
-            sent[0] = m
+            chunks += 1
+            out = save_audio(folder / f"{name}_{chunks:04d}.wav", preview[:, sent:], s.sample_rate, overwrite=True)
+            stream(StreamChunk(out, sent, name, s.sample_rate))
+            sent = m
 
         return on_partial
 
@@ -433,9 +435,10 @@ class Studio:
         summary = (f"**{folder.name}**: {s.sample_rate} Hz, {s.channels} ch, {s.samples / s.sample_rate:.2f} s; "
                    f"mix v{s.current} with {len(lanes) - 1} stem{'s' * (len(lanes) != 2)}; {len(s.takes)} takes"
                    + (f"; beat grid: {tempo.describe()}" if tempo else ""))
-        mixer = [lane.label for lane in lane_factors(session)]
+        multitrack = lanes_spec(session, tempo)
+        mixer = [lane["label"] for lane in multitrack["lanes"]]  # (lane_factors' labels, in order)
         return SessionView(folder.name, summary, lanes, rows, ids, selected, take_lane, take_mix, versions,
-                           versions[s.current], mixer, lanes_spec(session, tempo))
+                           versions[s.current], mixer, multitrack)
 
 
     # ----------------------------------------------------------- the server
