@@ -170,3 +170,24 @@ def _track_librosa(x: np.ndarray, sample_rate: int, beats_per_bar: int, min_bpm:
     strength = low[np.clip(frames, 0, len(low) - 1)]
     phase = int(np.argmax([strength[p::beats_per_bar].mean() if len(strength[p::beats_per_bar]) else -1 for p in range(beats_per_bar)]))
     return BeatGrid(beats, beats[phase::beats_per_bar], tempo_from_beats(beats), beats_per_bar, "librosa")
+
+
+def phase_targets(beats: np.ndarray | None, downbeats: np.ndarray | None, frames: int) -> np.ndarray:
+    """The (cos, sin) of the beat phase and of the bar phase at frames 0..frames-1: float32
+    [4, frames], NaN where unknown.
+
+    beats / downbeats: times in frames (e.g. TokenExample.beats). The phase at frame f is the
+    fractional part of the beat number, linearly interpolated between the two beats around f
+    (0 on a beat, 0.5 halfway to the next); frames outside the first and last beat given, and
+    every frame when fewer than two are given, are NaN. The bar phase uses the downbeats."""
+    out = np.full((4, frames), np.nan, np.float32)
+    f = np.arange(frames, dtype=np.float64)
+    for row, times in ((0, beats), (2, downbeats)):
+        if times is None or len(times) < 2:
+            continue
+        t = np.sort(np.asarray(times, np.float64))
+        inside = (f >= t[0]) & (f <= t[-1])
+        phase = 2 * np.pi * np.interp(f[inside], t, np.arange(len(t), dtype=np.float64))
+        out[row, inside] = np.cos(phase)
+        out[row + 1, inside] = np.sin(phase)
+    return out

@@ -36,10 +36,16 @@ class AudioExample:
 
 @dataclass
 class TokenExample:
-    """target: int [K, Tt] codes; context: int [K, Tc] codes (Tc may be 0)."""
+    """target: int [K, Tt] codes; context: int [K, Tc] codes (Tc may be 0).
+
+    beats / downbeats: the song's beat and downbeat times around the window, in codec frames from
+    the window's first frame (float; may be negative or past the end), or None when unknown. They
+    feed the optional beat-phase auxiliary loss (stage.train.module, `aux.beat_weight`)."""
 
     target: np.ndarray
     context: np.ndarray
     caption: str
     song: str = ""
     context_kind: str = "mix"
+    beats: np.ndarray | None = None
+    downbeats: np.ndarray | None = None

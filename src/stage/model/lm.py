@@ -25,6 +25,7 @@ Shapes: B rows, K codebooks, S delayed steps, D model width, H heads of Dh, V = 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import cast
 
 import torch
@@ -228,8 +229,10 @@ class StageLM(nn.Module):
         self.init_special_rows(context=True)
 
     @torch.no_grad()
-    def init_alignment_heads(self, offset: int, layers: int = 2, pairs: int | None = None, gain: float = 3.0) -> None:
-        """Make head 0 of the first `layers` blocks attend `offset` positions back.
+    def init_alignment_heads(self, offset: int, layers: int = 2, pairs: int | None = None, gain: float = 3.0,
+                             blocks: Sequence[int] | None = None) -> None:
+        """Make head 0 of the first `layers` blocks (or of the blocks numbered in `blocks`) attend
+        `offset` positions back.
 
         The input holds the sinusoid [cos(p w_f) | sin(p w_f)]. A key reads (cos, sin) of the
         head's `pairs` highest frequencies; the query reads the same pair rotated by offset * w_f,
@@ -241,7 +244,8 @@ class StageLM(nn.Module):
         pairs = min(pairs or Dh // 2, half)
         freqs = sinusoid_frequencies(half, dtype=torch.float64)[:pairs]
         c, s = torch.cos(offset * freqs), torch.sin(offset * freqs)
-        for block in self.layers()[:layers]:
+        chosen = self.layers()[:layers] if blocks is None else [self.layers()[i] for i in blocks]
+        for block in chosen:
             W = block.self_attn.qkv.weight  # [3D, D]: q rows, k rows, v rows; head 0 = the first Dh
             q, k = torch.zeros(Dh, D, dtype=torch.float64), torch.zeros(Dh, D, dtype=torch.float64)
             for f in range(pairs):

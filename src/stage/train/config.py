@@ -15,6 +15,7 @@ Sections (see configs/drums.yaml for a commented example):
   model:    init, codec, text, tokenizer, stem, lm {dim, num_layers, num_heads, ffn_dim, dropout}
   data:     kind (stems|tokens), train, val, sample {...}, train_samples, val_samples, num_workers
   dropout:  context, text, word, stem_tokens
+  aux:      beat_weight, beat_layer, align_blocks
   optim:    lr, betas, weight_decay, eps, warmup_steps
   trainer:  max_steps, batch_size, accumulate, precision, clip_value, clip_algorithm, accelerator,
             devices, num_nodes, strategy, val_every, val_batches, checkpoint_every, keep_checkpoints,
@@ -117,6 +118,29 @@ class DropoutSection:
 
 
 @dataclass(frozen=True)
+class AuxSection:
+    """An auxiliary beat-phase loss on the context (ours, not the authors'; docs/method.md §12).
+
+    beat_weight (0 = off): the weight, next to the stem's cross-entropy, of a mean squared error
+    between a linear probe of the hidden state after block `beat_layer` (-1 = the last) at each
+    context step and the (cos, sin) of the song's beat phase and bar phase at the context frame
+    that step reads. It needs token examples that carry beats (`stage tokenize --per-song`
+    writes them) and trains the decoder to track the beat *inside the prefix*, which the stem's
+    cross-entropy alone rewards too weakly to learn from a bare mix at STAGE-mini's scale.
+    The probe is a training-only head: it is not part of the saved model. With the probe on,
+    `train/loss` is what the step optimises (cross-entropy + beat_weight x `train/beat_loss`);
+    `val/loss` stays the cross-entropy alone, next to `val/beat_loss`.
+
+    align_blocks: blocks whose attention head 0 is set, before training, to look `lm.align_offset`
+    steps back (StageLM.init_alignment_heads): from the step predicting stem frame t to the step
+    of context frame t, so that blocks after `beat_layer` can read the beat it tracked there."""
+
+    beat_weight: float = 0.0
+    beat_layer: int = -1
+    align_blocks: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class OptimSection:
     """AdamW (§6.2). warmup_steps > 0 adds a linear warm-up (the authors use none)."""
 
@@ -168,6 +192,7 @@ class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     dropout: DropoutSection = field(default_factory=DropoutSection)
+    aux: AuxSection = field(default_factory=AuxSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
     seed: int = 0
@@ -179,6 +204,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
         m, d, p, o, t = self.model, self.data, self.dropout, self.optim, self.trainer
+        if not self.aux.beat_weight >= 0:
+            raise ConfigError(f"aux.beat_weight must be >= 0, got {self.aux.beat_weight}")
         _nonempty("model.init", m.init)
         for name in ("dim", "num_layers", "num_heads", "ffn_dim"):
             v = getattr(m.lm, name)

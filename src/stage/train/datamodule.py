@@ -23,8 +23,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from stage.data.beats import phase_targets
 from stage.errors import ConfigError, StageError
 from stage.train.config import TrainConfig
 from stage.train.module import TrainBatch, derive_seed
@@ -106,7 +108,11 @@ def collate(examples: Sequence, batch_no: int = -1) -> TrainBatch:
             )
         target = torch.stack([torch.as_tensor(np.asarray(e.target, np.int64)) for e in examples])  # [B, K, Tt]
         context = [torch.as_tensor(np.asarray(e.context, np.int64)) for e in examples]  # [K, Tc_i]
-        return TrainBatch("tokens", target, context, captions, batch_no)
+        phases = None
+        if any(e.beats is not None for e in examples):  # the beat-phase targets of each context frame
+            phases = torch.stack(left_pad_phases([phase_targets(e.beats, e.downbeats, e.context.shape[-1])
+                                                  for e in examples]))  # [B, 4, max Tc_i]
+        return TrainBatch("tokens", target, context, captions, batch_no, phases)
     if isinstance(first, AudioExample):
         lengths = {len(e.target) for e in examples}
         if len(lengths) > 1:
@@ -115,6 +121,19 @@ def collate(examples: Sequence, batch_no: int = -1) -> TrainBatch:
         context = [torch.as_tensor(np.asarray(e.context, np.float32)) for e in examples]  # [Nc_i]
         return TrainBatch("audio", target, context, captions, batch_no)
     raise TypeError(f"cannot collate {type(first).__name__}")
+
+
+def left_pad_phases(phases: list[np.ndarray]) -> list[Tensor]:
+    """[4, Tc_i] phase targets -> [4, max Tc_i] tensors, NaN on the left, as `left_pad` lays the
+    contexts out."""
+    width = max(p.shape[-1] for p in phases)
+    out = []
+    for p in phases:
+        row = torch.full((p.shape[0], width), float("nan"))
+        if p.shape[-1]:
+            row[:, width - p.shape[-1]:] = torch.from_numpy(p)
+        out.append(row)
+    return out
 
 
 def collate_numbered(items: Sequence[tuple[int, object]]) -> TrainBatch:

@@ -18,6 +18,7 @@ ones are rebuilt from `model.init`), plus the optimizer and loop state.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from stage.text import TextCondition, word_dropout
 from stage.tokens.layout import TrainingLayout, build_training_layout, left_pad, masked_cross_entropy, target_logits
 from stage.train.config import ModelSection, TrainConfig
 
-TRAINED_PREFIXES = ("model.lm.", "model.text.proj.")
+TRAINED_PREFIXES = ("model.lm.", "model.text.proj.", "beat_probe.")
 FROZEN_PREFIXES = ("model.codec.", "model.text.encoder.")
 CONFIG_KEY = "stage_train_config"
 PROGRESS_KEY = "stage_micro_batches"
@@ -50,7 +51,9 @@ class TrainBatch:
     kind "tokens": target [B, K, Tt] int64 codes; context: B tensors [K, Tc_i].
     kind "audio": target [B, N] float32 at the codec rate; context: B tensors [Nc_i].
     captions: B strings ("" = no text). batch_no: the global micro-batch number on this rank's
-    stream (seeds the dropouts; -1 in validation).
+    stream (seeds the dropouts; -1 in validation). beat_phase: [B, 4, Tc] float32 beat-phase
+    targets of the left-padded context frames (stage.data.beats.phase_targets; NaN = unknown),
+    or None when the examples carry no beats.
     """
 
     kind: str
@@ -58,6 +61,7 @@ class TrainBatch:
     context: list[Tensor]
     captions: list[str]
     batch_no: int = -1
+    beat_phase: Tensor | None = None
 
     def to(self, device, **kwargs) -> TrainBatch:
         return TrainBatch(
@@ -66,6 +70,7 @@ class TrainBatch:
             [c.to(device, **kwargs) for c in self.context],
             self.captions,
             self.batch_no,
+            None if self.beat_phase is None else self.beat_phase.to(device),
         )
 
     def __len__(self) -> int:
@@ -75,7 +80,8 @@ class TrainBatch:
 @dataclass
 class StepOutput:
     """loss: scalar; ce: K per-codebook losses; logits [B, K, Tt, V] of the target frames with
-    valid [K, Tt]; target [B, K, Tt]; layout: the LM input."""
+    valid [K, Tt]; target [B, K, Tt]; layout: the LM input. beat: the beat-phase auxiliary
+    loss (`aux.beat_weight`), already inside `loss` with its weight, or None."""
 
     loss: Tensor
     ce: list[Tensor]
@@ -83,6 +89,7 @@ class StepOutput:
     valid: Tensor
     target: Tensor
     layout: TrainingLayout
+    beat: Tensor | None = None
 
 
 def derive_seed(*parts: int) -> int:
@@ -111,8 +118,6 @@ def build_model(section: ModelSection, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, 1))
         if overrides:
-            import dataclasses
-
             try:
                 new = dataclasses.replace(lm_config, layout="stage", **overrides)
             except ConfigError as err:
@@ -131,8 +136,6 @@ def build_model(section: ModelSection, seed: int = 0):
 def to_stage_layout(lm: StageLM) -> StageLM:
     """A plain MusicGen LM -> the STAGE layout (§2.3): same weights, `padding_idx` on the pad row,
     which is zeroed, and a Kaiming-normal context row (drawn from the current torch RNG)."""
-    import dataclasses
-
     config: LMConfig = dataclasses.replace(lm.config, layout="stage")
     with torch.device("meta"):
         out = StageLM(config)
@@ -165,6 +168,25 @@ class StageTrainingModule(L.LightningModule):
         # The Lightning checkpoint stores only the trained tensors; `on_load_checkpoint` checks them.
         self.strict_loading = False
         self.micro_batches = 0  # micro-batches consumed on this rank (restored on resume)
+        aux = config.aux
+        self.beat_probe: torch.nn.Module | None = None
+        if aux.beat_weight > 0:  # a training-only linear probe of the context's beat phase
+            if not -self.lm.config.num_layers <= aux.beat_layer < self.lm.config.num_layers:
+                raise ConfigError(f"aux.beat_layer {aux.beat_layer} is not a block of this "
+                                  f"{self.lm.config.num_layers}-block model")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(config.seed, 3))
+                D = self.lm.config.dim
+                self.beat_probe = torch.nn.Sequential(torch.nn.LayerNorm(D, elementwise_affine=False),
+                                                      torch.nn.Linear(D, 4))
+        if aux.align_blocks:
+            offset = self.lm.config.align_offset
+            if offset is None:
+                raise ConfigError("aux.align_blocks needs a model with lm.align_offset set (the context length)")
+            bad = [b for b in aux.align_blocks if not 0 <= b < self.lm.config.num_layers]
+            if bad:
+                raise ConfigError(f"aux.align_blocks {bad} are not blocks of this {self.lm.config.num_layers}-block model")
+            self.lm.init_alignment_heads(offset, blocks=list(aux.align_blocks))
         self._pending: list[Tensor] = []  # per-micro-batch losses of the current optimizer step
 
     # ------------------------------------------------------------------ pickling (ddp_spawn)
@@ -198,7 +220,8 @@ class StageTrainingModule(L.LightningModule):
         return self.model.lm
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.model.lm.parameters()] + [p for p in self.model.text.proj.parameters()]
+        probe = [] if self.beat_probe is None else list(self.beat_probe.parameters())
+        return [p for p in self.model.lm.parameters()] + [p for p in self.model.text.proj.parameters()] + probe
 
     @torch.no_grad()
     def encode(self, batch: TrainBatch) -> tuple[Tensor, Tensor]:
@@ -229,7 +252,23 @@ class StageTrainingModule(L.LightningModule):
             context, captions = self.apply_dropouts(context, captions, batch.batch_no)
             inputs = self.noisy_history(target, batch.batch_no)
         cond = self.model.text(captions)
-        return teacher_forced(self.lm, context, target, cond, inputs)
+        return self.teacher_forced(context, target, cond, inputs, batch.beat_phase)
+
+    def teacher_forced(self, context: Tensor, target: Tensor, cond: TextCondition | None,
+                       inputs: Tensor | None = None, beat_phase: Tensor | None = None) -> StepOutput:
+        """`teacher_forced`, plus the beat-phase loss when the probe is on and the batch has beats."""
+        if self.beat_probe is None or beat_phase is None:
+            return teacher_forced(self.lm, context, target, cond, inputs)
+        taps: list[Tensor] = []
+        block = self.lm.layers()[self.config.aux.beat_layer]
+        handle = block.register_forward_hook(lambda module, args, output: taps.append(output))
+        try:
+            out = teacher_forced(self.lm, context, target, cond, inputs)
+        finally:
+            handle.remove()
+        kept = (context != self.lm.config.pad_id).any(dim=2).any(dim=1)  # [B]: rows whose context was not dropped
+        beat = beat_phase_loss(self.beat_probe, taps[0], beat_phase, kept, self.lm.config.delays[0])
+        return dataclasses.replace(out, loss=out.loss + self.config.aux.beat_weight * beat, beat=beat)
 
     def noisy_history(self, target: Tensor, batch_no: int) -> Tensor | None:
         """The stem as the LM reads it in teacher forcing: with `dropout.stem_tokens` = p > 0, each
@@ -275,6 +314,8 @@ class StageTrainingModule(L.LightningModule):
             values = torch.stack(self._pending).mean(0)
             self._pending = []
             self.log("train/loss", values[0], prog_bar=True)
+            if out.beat is not None:
+                self.log("train/beat_loss", out.beat.detach())
             for k in range(len(out.ce)):
                 self.log(f"train/ce_q{k}", values[k + 1])
         return out.loss
@@ -282,8 +323,11 @@ class StageTrainingModule(L.LightningModule):
     def validation_step(self, batch: TrainBatch, batch_idx: int) -> None:
         context, target = self.encode(batch)
         cond = self.model.text(list(batch.captions))
-        out = teacher_forced(self.lm, context, target, cond)
+        out = self.teacher_forced(context, target, cond, beat_phase=batch.beat_phase)
         B = len(batch)
+        if out.beat is not None:
+            self.log("val/beat_loss", out.beat, batch_size=B, sync_dist=True)
+            out = dataclasses.replace(out, loss=out.loss - self.config.aux.beat_weight * out.beat)
         self.log("val/loss", out.loss, prog_bar=True, batch_size=B, sync_dist=True)
         for k, ce in enumerate(out.ce):
             self.log(f"val/ce_q{k}", ce, batch_size=B, sync_dist=True)
@@ -333,6 +377,23 @@ def teacher_forced(lm: StageLM, context: Tensor, target: Tensor, cond: TextCondi
     tl, valid = target_logits(logits, layout, c.delays)  # [B, K, Tt, V], [K, Tt]
     loss, ce = masked_cross_entropy(tl, target, valid)
     return StepOutput(loss, ce, tl, valid, target, layout)
+
+
+def beat_phase_loss(probe: torch.nn.Module, hidden: Tensor, beat_phase: Tensor, kept: Tensor,
+                    delay: int = 0) -> Tensor:
+    """The mean squared error of `probe` on the context steps: hidden [B, S, D] (one block's
+    output), beat_phase [B, 4, Tc] targets of the left-padded context frames (NaN = unknown),
+    kept [B] rows whose context was not dropped, delay: codebook 0's delay. Context frame f of
+    codebook 0 sits at step f + 1 + delay (the layout's leading step); the step that has just read
+    it is supervised with frame f's phase. 0 when nothing is known."""
+    Tc = beat_phase.shape[-1]
+    steps = hidden[:, 1 + delay:1 + delay + Tc]  # [B, Tc, D]
+    pred = probe(steps).transpose(1, 2)  # [B, 4, Tc]
+    known = ~torch.isnan(beat_phase) & kept[:, None, None]
+    if not bool(known.any()):
+        return pred.sum() * 0.0
+    diff = (pred - torch.nan_to_num(beat_phase)) ** 2
+    return diff[known].mean()
 
 
 def token_accuracy(out: StepOutput) -> Tensor:

@@ -114,13 +114,31 @@ def song_examples(manifest: Manifest, codec, target_stem: str, examples_per_song
                 u = rng.random()
                 kind = ("metronome" if u < metronome_prob else
                         "mix+click" if u < metronome_prob + click_mix_prob else "mix")
+            beats, downbeats = window_beats(song, start, window, codec.frame_rate)
             yield TokenExample(
                 target=codes["target"][:, start:start + window],
                 context=codes[kind][:, start:start + window],
                 caption=song.caption, song=song.id, context_kind=kind,
+                beats=beats, downbeats=downbeats,
             )
         if progress:
             progress(song.id)
+
+
+def window_beats(song: SongRecord, start: int, window: int, frame_rate: float,
+                 margin_seconds: float = 2.0) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The song's beats and downbeats within `margin_seconds` of a window of `window` frames from
+    frame `start`, in frames from the window's first frame (None for a song without beats)."""
+    if not len(song.beats):
+        return None, None
+    lo, hi = start / frame_rate - margin_seconds, (start + window) / frame_rate + margin_seconds
+
+    def cut(times) -> np.ndarray:
+        t = np.asarray(times, np.float64)
+        t = t[(t >= lo) & (t <= hi)]
+        return np.round(t * frame_rate - start, 2).astype(np.float32)
+
+    return cut(song.beats), cut(song.downbeats)
 
 
 @torch.no_grad()

@@ -128,6 +128,10 @@ class TokenWriter:
                 "context_kind": example.context_kind,
             }
         )
+        for name in ("beats", "downbeats"):
+            times = getattr(example, name)
+            if times is not None:
+                self._meta[-1][name] = [round(float(t), 2) for t in np.asarray(times).ravel()]
         self._codes.append(np.concatenate([context, target], axis=1))
         self._frames += context.shape[1] + target.shape[1]
         if self._frames >= self.shard_frames:
@@ -256,6 +260,8 @@ class TokenDataset:
             caption=meta.get("caption", ""),
             song=meta.get("song", ""),
             context_kind=meta.get("context_kind", "mix"),
+            beats=np.asarray(meta["beats"], np.float32) if "beats" in meta else None,
+            downbeats=np.asarray(meta["downbeats"], np.float32) if "downbeats" in meta else None,
         )
 
     def __getstate__(self):  # DataLoader workers: do not pickle open memory maps
