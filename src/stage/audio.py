@@ -24,6 +24,11 @@ MAX_SECONDS = 60 * 60  # one hour: longer inputs are almost surely a mistake (an
 SILENCE_PEAK = 1e-4  # about -80 dBFS
 
 
+def db_to_gain(db: float) -> float:
+    """A level change in decibels -> the amplitude factor 10 ** (db / 20) (-6 dB ~ 0.501)."""
+    return 10.0 ** (float(db) / 20.0)
+
+
 def check_rate(sample_rate: int, what: str = "audio") -> int:
     """Refuse absurd sample rates (0 Hz headers, 10 MHz headers)."""
     if not isinstance(sample_rate, (int, np.integer)) or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stage.audio import db_to_gain
 from stage.errors import StageError
 from stage.generate.session import Session
 
@@ -48,7 +49,7 @@ def lane_factors(session: Session) -> list[LaneSource]:
     for i, version in enumerate(chain[1:], start=1):
         assert version.take is not None  # every version after the start adds a take
         take = session.find_take(version.take)
-        lanes.append(LaneSource(f"{take.stem} {take.id}", take.file, 10 ** (float(version.gain_db) / 20) * after[i],
+        lanes.append(LaneSource(f"{take.stem} {take.id}", take.file, db_to_gain(version.gain_db) * after[i],
                                 take.id))
     return lanes
 

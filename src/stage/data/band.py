@@ -32,6 +32,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from stage.audio import db_to_gain
 from stage.errors import StageError
 from stage.files import atomic_write, atomic_write_text
 from stage.formats import check_header
@@ -225,7 +226,7 @@ def render_song(renderer: BandRenderer, seed: int, index: int, seconds: float, f
     n = int(round(seconds * SAMPLE_RATE))
     mixing = draw_mixing(seed, index, score.stems)
     dry = renderer.render(score.stems, n, mixing["reverb"], mixing["chorus"])
-    stems = {stem: audio * np.float32(10 ** (mixing["gains_db"][stem] / 20)) for stem, audio in dry.items()}
+    stems = {stem: audio * np.float32(db_to_gain(mixing["gains_db"][stem])) for stem, audio in dry.items()}
     mix = np.sum(list(stems.values()), axis=0, dtype=np.float32)
     peak = float(np.abs(mix).max())
     if peak > 0:  # normalise the mix peak; one factor for every stem keeps mix == sum of stems

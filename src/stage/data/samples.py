@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from stage import configs
-from stage.audio import check_rate, fit_length, is_silent, resample
+from stage.audio import check_rate, db_to_gain, fit_length, is_silent, resample
 from stage.data.augment import augment
 from stage.data.datasets import CANONICAL_STEMS
 from stage.data.example import AudioExample
@@ -371,7 +371,7 @@ class StemDataset(torch.utils.data.Dataset):
             context = augment(mix, sr, speed, semitones, length=n)[:n_context]
             if use_click_mix and clicks is not None:
                 assert gain_db is not None
-                context = context + np.float32(10.0 ** (gain_db / 20.0)) * clicks
+                context = context + np.float32(db_to_gain(gain_db)) * clicks
                 kind = "mix+click"
         target = augment(target, sr, speed, semitones, length=n)
         return AudioExample(target=np.ascontiguousarray(target, np.float32),

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stage.audio import fit_length
+from stage.audio import db_to_gain, fit_length
 from stage.generate.params import GenerationOptions
 from stage.generate.takes import Context, TakePlan, TakeSettings
 
 HEADROOM_DB = -1.0
-CEILING = 10 ** (HEADROOM_DB / 20)  # peak ceiling of written mixes and stems (about 0.891)
+CEILING = db_to_gain(HEADROOM_DB)  # peak ceiling of written mixes and stems (about 0.891)
 Progress = Callable[[int, int], None]
 
 

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from stage.audio import as_channels_first, check_rate, fit_length, load_audio, save_audio
+from stage.audio import as_channels_first, check_rate, db_to_gain, fit_length, load_audio, save_audio
 from stage.errors import AudioError, StageError
 from stage.files import check_free, ensure_writable_dir, exclusive_lock, write_json
 from stage.formats import check_header
@@ -304,7 +304,7 @@ class Session:
         if sr != self.state.sample_rate or stem.shape[0] != self.state.channels:
             raise AudioError(f"{take.file}: {sr} Hz, {stem.shape[0]} ch does not match the session")
         mix = self.load_current_mix()
-        new, gain = mix_with_headroom(mix, fit_length(stem, self.state.samples) * 10 ** (gain_db / 20))
+        new, gain = mix_with_headroom(mix, fit_length(stem, self.state.samples) * db_to_gain(gain_db))
         index = len(self.state.mixes)
         rel = f"mixes/mix_{index:03d}.wav"
         save_audio(self.folder / rel, new, self.state.sample_rate)

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stage import configs
+from stage.audio import db_to_gain
 from stage.errors import ConfigError, StageError
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ class AudioCrops(torch.utils.data.IterableDataset):
         self.files = [str(f) for f in files]
         self.num_samples = num_samples
         self.seed = seed
-        self.silence = 10 ** (silence_db / 20)
+        self.silence = db_to_gain(silence_db)
         self.start = start
         self.frames = []
         for f in self.files:

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from stage.audio import prepare
+from stage.audio import db_to_gain, prepare
 from stage.data.example import TokenExample
 from stage.data.manifest import Manifest, SongRecord
 from stage.data.metronome import render_clicks
@@ -98,7 +98,7 @@ def song_examples(manifest: Manifest, codec, target_stem: str, examples_per_song
                 codes["metronome"] = encode(codec, clicks)
             if click_mix_prob > 0:
                 gain_db = float(np.random.default_rng([seed, i, CLICK_GAIN_STREAM]).uniform(*click_mix_gain_db))
-                codes["mix+click"] = encode(codec, context + np.float32(10.0 ** (gain_db / 20.0)) * clicks)
+                codes["mix+click"] = encode(codec, context + np.float32(db_to_gain(gain_db)) * clicks)
         for j in range(examples_per_song):
             rng = np.random.default_rng([seed, i, j])
             start = None
